@@ -1,0 +1,1 @@
+"""awesome_jax: what neural networks learn from data, in JAX/Flax."""

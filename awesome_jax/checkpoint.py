@@ -1,0 +1,39 @@
+"""Orbax checkpoints in the workdir: a run restarted with the same command resumes."""
+
+import os
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores one pytree of arrays per step under `directory`."""
+
+  def __init__(self, directory, max_to_keep=2):
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+  def latest_step(self):
+    """The newest saved step, or None."""
+    return self._manager.latest_step()
+
+  def save(self, step, state):
+    self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, like, step=None):
+    """Restores the newest (or `step`) checkpoint into the structure of `like`."""
+    step = self.latest_step() if step is None else step
+    import jax  # pylint: disable=g-import-not-at-top
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def close(self):
+    self._manager.close()
+
+
+def host(tree):
+  """Copies a pytree of device arrays to numpy (for saving outside orbax)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree_util.tree_map(np.asarray, tree)

@@ -1,0 +1,329 @@
+"""Datasets as in-memory arrays: TFDS, offline readers of the standard files, tiny sets.
+
+Every loader returns a `Dataset`: images float32 NHWC in [0, 1], labels int32, and the
+per-channel mean/std used to normalise them. Three ways in:
+
+* `source='tfds'`: `tfds.load` (needs network on first use, and TensorFlow).
+* `source='files'`: the datasets' own files in `data_dir` (no network):
+  MNIST idx files (`train-images-idx3-ubyte[.gz]`, ...), CIFAR-10 python batches
+  (`data_batch_1..5`, `test_batch`) or an image folder `train/<class>/*.jpg`
+  (also inside a `.tar.gz`), USPS as `usps.npz`.
+* tiny sets made here for tests: `digits` (scikit-learn's 8x8 digits) and `synthetic`.
+
+Errors name the file and what was expected, in one line (`DataError`).
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+
+DATASETS = ('mnist', 'cifar10', 'usps', 'digits', 'synthetic')
+SOURCES = ('auto', 'tfds', 'files')
+
+# Per-channel statistics of the training sets (of the [0, 1] images).
+STATS = {
+    'mnist': ((0.1307,), (0.3081,)),
+    'usps': ((0.2469,), (0.2989,)),
+    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+                   'horse', 'ship', 'truck')
+
+
+class DataError(ValueError):
+  """A dataset file is missing or not in the expected format."""
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Images NHWC float32 in [0, 1], labels int32 in [0, num_classes)."""
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  mean: tuple
+  std: tuple
+
+  @property
+  def shape(self):
+    return tuple(self.x_train.shape[1:])
+
+  def normalize(self, x):
+    return (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+  def denormalize(self, x):
+    return x * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)
+
+
+def check_labels(y, num_classes, where):
+  """Raises DataError naming `where` if a label is outside [0, num_classes)."""
+  y = np.asarray(y)
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    bad = y[(y < 0) | (y >= num_classes)][0]
+    raise DataError(f'{where}: label {int(bad)} outside [0, {num_classes})')
+
+
+def _finish(name, x_train, y_train, x_test, y_test, num_classes, stats=None):
+  for split, x, y in (('train', x_train, y_train), ('test', x_test, y_test)):
+    if x.ndim != 4:
+      raise DataError(f'{name} {split}: images must be NHWC, got shape {x.shape}')
+    if len(x) != len(y):
+      raise DataError(f'{name} {split}: {len(x)} images but {len(y)} labels')
+    check_labels(y, num_classes, f'{name} {split} labels')
+  if stats is None:
+    stats = (tuple(float(m) for m in x_train.mean(axis=(0, 1, 2))),
+             tuple(float(s) for s in x_train.std(axis=(0, 1, 2))))
+  return Dataset(name, x_train.astype(np.float32), y_train.astype(np.int32),
+                 x_test.astype(np.float32), y_test.astype(np.int32), num_classes,
+                 tuple(stats[0]), tuple(stats[1]))
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+
+def _open_maybe_gz(directory, stem):
+  for fname in (stem, stem + '.gz'):
+    path = os.path.join(directory, fname)
+    if os.path.exists(path):
+      with open(path, 'rb') as f:
+        raw = f.read()
+      return path, (gzip.decompress(raw) if fname.endswith('.gz') else raw)
+  raise DataError(f'{os.path.join(directory, stem)}[.gz]: file not found '
+                  '(expected the MNIST idx files)')
+
+
+def read_idx(path, raw):
+  """Parses an idx file (the MNIST format): magic 0x0000080D with D dims, big-endian."""
+  if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+    raise DataError(f'{path}: not an idx file of unsigned bytes (bad magic number)')
+  ndim = raw[3]
+  dims = np.frombuffer(raw, '>u4', count=ndim, offset=4).astype(int)
+  start = 4 + 4 * ndim
+  if len(raw) - start != int(np.prod(dims)):
+    raise DataError(f'{path}: header says shape {tuple(dims)} '
+                    f'but holds {len(raw) - start} bytes')
+  return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+
+
+def load_mnist_files(data_dir):
+  arrays = {}
+  for split, prefix in (('train', 'train'), ('test', 't10k')):
+    ipath, iraw = _open_maybe_gz(data_dir, f'{prefix}-images-idx3-ubyte')
+    lpath, lraw = _open_maybe_gz(data_dir, f'{prefix}-labels-idx1-ubyte')
+    images, labels = read_idx(ipath, iraw), read_idx(lpath, lraw)
+    if images.ndim != 3 or labels.ndim != 1:
+      raise DataError(f'{ipath}: expected images (N,28,28) and labels (N,), '
+                      f'got {images.shape} and {labels.shape}')
+    arrays[split] = (images[..., None] / 255.0, labels)
+  return _finish('mnist', *arrays['train'], *arrays['test'], 10, STATS['mnist'])
+
+
+# -------------------------------------------------------------------------- CIFAR-10
+
+
+def _cifar_batches(data_dir):
+  def read(fname):
+    path = os.path.join(data_dir, fname)
+    if not os.path.exists(path):
+      raise DataError(f'{path}: file not found (expected a CIFAR-10 python batch)')
+    try:
+      with open(path, 'rb') as f:
+        d = pickle.load(f, encoding='bytes')
+      x = np.asarray(d[b'data'], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+      return x / 255.0, np.asarray(d[b'labels'])
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
+      raise DataError(f'{path}: not a CIFAR-10 python batch ({e})') from None
+  parts = [read(f'data_batch_{i}') for i in range(1, 6)]
+  x_test, y_test = read('test_batch')
+  return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+          x_test, y_test)
+
+
+def _decode_image(path, data):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+  except Exception as e:  # PIL raises many types
+    raise DataError(f'{path}: not a readable image ({e})') from None
+
+
+def read_image_folder(entries, classes, where):
+  """`entries`: iterable of (split/class/name path, bytes). Returns {split: (x, y)}."""
+  out = {'train': ([], []), 'test': ([], [])}
+  index = {c: i for i, c in enumerate(classes)}
+  for path, data in entries:
+    parts = path.replace('\\', '/').split('/')
+    if len(parts) < 3 or parts[-3] not in out:
+      continue
+    split, cls = parts[-3], parts[-2]
+    if cls not in index:
+      raise DataError(f'{where}/{path}: unknown class folder {cls!r}; '
+                      f'allowed: {", ".join(classes)}')
+    out[split][0].append(_decode_image(f'{where}/{path}', data))
+    out[split][1].append(index[cls])
+  for split in out:
+    if not out[split][0]:
+      raise DataError(f'{where}: no images under {split}/<class>/')
+  return {s: (np.stack(x) / 255.0, np.asarray(y)) for s, (x, y) in out.items()}
+
+
+def _cifar_image_folder(data_dir):
+  tars = sorted(f for f in os.listdir(data_dir) if f.endswith(('.tar.gz', '.tgz', '.tar')))
+  if os.path.isdir(os.path.join(data_dir, 'train')):
+    def entries():
+      for split in ('train', 'test'):
+        for cls in sorted(os.listdir(os.path.join(data_dir, split))):
+          folder = os.path.join(data_dir, split, cls)
+          for fname in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, fname), 'rb') as f:
+              yield f'{split}/{cls}/{fname}', f.read()
+    where = data_dir
+  elif tars:
+    where = os.path.join(data_dir, tars[0])
+    def entries():
+      try:
+        with tarfile.open(where) as tar:
+          for member in tar:
+            if member.isfile() and member.name.lower().endswith(('.jpg', '.jpeg', '.png')):
+              yield member.name, tar.extractfile(member).read()
+      except tarfile.TarError as e:
+        raise DataError(f'{where}: not a readable tar archive ({e})') from None
+  else:
+    raise DataError(f'{data_dir}: expected CIFAR-10 python batches (data_batch_1..5, '
+                    'test_batch), a folder train/<class>/*.jpg, or a .tar.gz of it')
+  arrays = read_image_folder(entries(), CIFAR10_CLASSES, where)
+  return (*arrays['train'], *arrays['test'])
+
+
+def load_cifar10_files(data_dir, cache_dir=None):
+  """CIFAR-10 from python batches or an image folder (decoded once, then cached)."""
+  if os.path.exists(os.path.join(data_dir, 'data_batch_1')):
+    arrays = _cifar_batches(data_dir)
+  else:
+    cache = _cache_path(cache_dir, 'cifar10', data_dir)
+    if os.path.exists(cache):
+      with np.load(cache) as z:
+        arrays = tuple(z[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+      arrays = (arrays[0] / 255.0, arrays[1], arrays[2] / 255.0, arrays[3])
+    else:
+      arrays = _cifar_image_folder(data_dir)
+      os.makedirs(os.path.dirname(cache), exist_ok=True)
+      tmp = cache + '.tmp.npz'
+      np.savez(tmp, x_train=np.round(arrays[0] * 255).astype(np.uint8), y_train=arrays[1],
+               x_test=np.round(arrays[2] * 255).astype(np.uint8), y_test=arrays[3])
+      os.replace(tmp, cache)
+  return _finish('cifar10', *arrays, 10, STATS['cifar10'])
+
+
+def _cache_path(cache_dir, name, data_dir):
+  cache_dir = cache_dir or os.path.join(os.path.expanduser('~'), '.cache', 'awesome_jax')
+  key = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:10]
+  return os.path.join(cache_dir, f'{name}_{key}.npz')
+
+
+# ------------------------------------------------------------------------------ USPS
+
+
+def load_usps_files(data_dir):
+  path = os.path.join(data_dir, 'usps.npz')
+  if not os.path.exists(path):
+    raise DataError(f'{path}: file not found (expected usps.npz with x_train, y_train, '
+                    'x_test, y_test)')
+  try:
+    with np.load(path) as z:
+      missing = {'x_train', 'y_train', 'x_test', 'y_test'} - set(z.files)
+      if missing:
+        raise DataError(f'{path}: missing arrays {sorted(missing)}')
+      arrays = [z['x_train'], z['y_train'], z['x_test'], z['y_test']]
+  except (OSError, ValueError) as e:
+    raise DataError(f'{path}: not a readable npz ({e})') from None
+  for i in (0, 2):
+    if arrays[i].ndim == 3:
+      arrays[i] = arrays[i][..., None]
+  return _finish('usps', *arrays, 10, STATS['usps'])
+
+
+# ------------------------------------------------------------------------ tiny sets
+
+
+def load_digits(test_fraction=0.2, seed=0):
+  """scikit-learn's 1,797 8x8 digits (ships with scikit-learn), as 8x8x1 in [0, 1]."""
+  from sklearn.datasets import load_digits as sk_digits  # pylint: disable=g-import-not-at-top
+  d = sk_digits()
+  x = (d.images / 16.0)[..., None]
+  perm = np.random.default_rng(seed).permutation(len(x))
+  n_test = int(len(x) * test_fraction)
+  te, tr = perm[:n_test], perm[n_test:]
+  return _finish('digits', x[tr], d.target[tr], x[te], d.target[te], 10)
+
+
+def make_synthetic(num_classes=4, shape=(8, 8, 1), n_train=512, n_test=256, noise=0.3,
+                   seed=0):
+  """Gaussian blobs around one random prototype image per class, clipped to [0, 1]."""
+  rng = np.random.default_rng(seed)
+  protos = rng.uniform(size=(num_classes,) + tuple(shape))
+  def draw(n):
+    y = np.arange(n) % num_classes
+    rng.shuffle(y)
+    return np.clip(protos[y] + noise * rng.normal(size=(n,) + tuple(shape)), 0, 1), y
+  return _finish('synthetic', *draw(n_train), *draw(n_test), num_classes)
+
+
+# ------------------------------------------------------------------------------ TFDS
+
+
+def load_tfds(name, data_dir=None):
+  """`tfds.load` of the whole train/test splits as arrays (needs TensorFlow)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    splits = tfds.load(name, split=['train', 'test'], batch_size=-1, as_supervised=True,
+                       data_dir=data_dir or None)
+    (xtr, ytr), (xte, yte) = tfds.as_numpy(splits)
+  except Exception as e:  # tfds raises many types (network, missing TF, ...)
+    raise DataError(f'tfds.load({name!r}) failed: {type(e).__name__}: '
+                    f'{str(e).splitlines()[0] if str(e) else ""}. Offline, set '
+                    'config.data.data_dir to a folder of the standard files') from None
+  return _finish(name, xtr / 255.0, ytr, xte / 255.0, yte, 10, STATS.get(name))
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def load(name, source='auto', data_dir='', tfds_data_dir='', cache_dir=None):
+  """Loads dataset `name` ('mnist', 'cifar10', 'usps', 'digits', 'synthetic').
+
+  `source='auto'` reads the standard files when `data_dir` is set, else uses TFDS.
+  """
+  if name not in DATASETS:
+    raise DataError(f'data.name={name!r}: unknown; allowed: {", ".join(DATASETS)}')
+  if source not in SOURCES:
+    raise DataError(f'data.source={source!r}: unknown; allowed: {", ".join(SOURCES)}')
+  if name == 'digits':
+    return load_digits()
+  if name == 'synthetic':
+    return make_synthetic()
+  if source == 'files' or (source == 'auto' and data_dir):
+    if not data_dir or not os.path.isdir(data_dir):
+      raise DataError(f'data.data_dir={data_dir!r}: not a directory')
+    if name == 'mnist':
+      return load_mnist_files(data_dir)
+    if name == 'cifar10':
+      return load_cifar10_files(data_dir, cache_dir)
+    return load_usps_files(data_dir)
+  return load_tfds(name, tfds_data_dir)
+
+
+def resize(x, size):
+  """Bilinear resize of NHWC images to (size, size) (e.g. USPS 16x16 -> 28x28)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  n, _, _, c = x.shape
+  return np.asarray(jax.image.resize(x, (n, size, size, c), 'bilinear'), np.float32)

@@ -1,0 +1,459 @@
+"""Dataset distillation (Wang et al. 2018) by differentiating through unrolled SGD.
+
+Learned (`learned` dict, a plain pytree):
+  x:        (steps, n, H, W, C) synthetic images, normalised space; step s uses x[s]
+  raw_lr:   (T,) one learning rate per inner step, lr = softplus(raw_lr)
+  labels:   (steps, n, classes) label logits, only when labels are learned
+            (targets = softmax(labels)); else targets are fixed one-hot.
+
+Inner loop: T = steps * epochs SGD steps, step t trains on batch t % steps with lr[t],
+written as one `jax.lax.scan`. Meta-loss: cross-entropy of the trained net on a real
+batch, averaged over `n_inits` initialisations (vmap). Meta-gradient: `jax.grad`
+through the scan, optionally with `jax.checkpoint` on the scan body (memory flat in T)
+and truncated to the last `truncate` steps.
+"""
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from awesome_jax import checkpoint as ckpt_lib
+from awesome_jax import data as data_lib
+from awesome_jax import metrics as metrics_lib
+from awesome_jax import models
+
+
+class ConfigError(ValueError):
+  """A config field has an impossible value."""
+
+
+IMAGE_INITS = ('noise', 'real')
+
+
+# ------------------------------------------------------------------- the core
+
+
+def soft_cross_entropy(logits, targets):
+  """Mean over the batch of -sum(targets * log_softmax(logits)); targets (B, K)."""
+  return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1))
+
+
+def cross_entropy(logits, labels):
+  return soft_cross_entropy(logits, jax.nn.one_hot(labels, logits.shape[-1]))
+
+
+def inverse_softplus(y):
+  return float(np.log(np.expm1(y)))
+
+
+def inner_sgd(apply_fn, params, xs, ys, lrs, remat=False, truncate=0):
+  """Trains `params` by len(lrs) SGD steps; step t uses batch (xs[t % S], ys[t % S]).
+
+  Args:
+    apply_fn: (params, x) -> logits.
+    params: pytree of the net's parameters.
+    xs: (S, n, H, W, C) batches; ys: (S, n, K) target distributions.
+    lrs: (T,) learning rate of each step.
+    remat: wrap the scan body in `jax.checkpoint` (recompute instead of store).
+    truncate: if 0 < truncate < T, gradients flow only through the last `truncate`.
+  Returns:
+    the trained params.
+  """
+  num_batches = xs.shape[0]
+
+  def body(p, inp):
+    t, lr = inp
+    i = t % num_batches
+    g = jax.grad(lambda q: soft_cross_entropy(apply_fn(q, xs[i]), ys[i]))(p)
+    return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+
+  if remat:
+    body = jax.checkpoint(body)
+  ts = jnp.arange(lrs.shape[0])
+  total = lrs.shape[0]
+  if 0 < truncate < total:
+    cut = total - truncate
+    params, _ = jax.lax.scan(body, params, (ts[:cut], lrs[:cut]))
+    params = jax.lax.stop_gradient(params)
+    params, _ = jax.lax.scan(body, params, (ts[cut:], lrs[cut:]))
+  else:
+    params, _ = jax.lax.scan(body, params, (ts, lrs))
+  return params
+
+
+def targets_of(learned, fixed_labels, num_classes):
+  """(S, n, K) target distributions: softmax of learned logits, or one-hot."""
+  if 'labels' in learned:
+    return jax.nn.softmax(learned['labels'], axis=-1)
+  return jax.nn.one_hot(fixed_labels, num_classes)
+
+
+def meta_loss(learned, params0, real_x, real_y, *, apply_fn, fixed_labels, num_classes,
+              remat=False, truncate=0):
+  """Mean real-batch loss (and accuracy) of nets trained from each of `params0`.
+
+  params0 has a leading axis over initialisations; the nets are trained in a vmap.
+  """
+  lrs = jax.nn.softplus(learned['raw_lr'])
+  ys = targets_of(learned, fixed_labels, num_classes)
+
+  def one(p0):
+    p = inner_sgd(apply_fn, p0, learned['x'], ys, lrs, remat=remat, truncate=truncate)
+    logits = apply_fn(p, real_x)
+    return cross_entropy(logits, real_y), jnp.mean(jnp.argmax(logits, -1) == real_y)
+
+  losses, accs = jax.vmap(one)(params0)
+  return jnp.mean(losses), jnp.mean(accs)
+
+
+def step_labels(num_classes, per_class, steps):
+  """(steps, num_classes * per_class) int labels: each step holds every class."""
+  return np.tile(np.repeat(np.arange(num_classes), per_class), (steps, 1)).astype(np.int32)
+
+
+# ---------------------------------------------------------------- the config
+
+
+def check_config(config, data_shape=None, num_classes=None):
+  """Raises ConfigError naming the field if the distillation config is impossible."""
+  d, o, e = config.distill, config.outer, config.eval
+  positive_ints = {
+      'distill.images_per_class_per_step': d.images_per_class_per_step,
+      'distill.steps': d.steps, 'distill.epochs': d.epochs,
+      'distill.n_inits': d.n_inits, 'outer.batch_size': o.batch_size,
+      'eval.num_inits': e.num_inits, 'checkpoint_every': config.checkpoint_every,
+      'log_every': config.log_every,
+  }
+  for name, value in positive_ints.items():
+    if not isinstance(value, int) or value < 1:
+      raise ConfigError(f'{name}={value!r}: must be an integer >= 1')
+  if not isinstance(o.steps, int) or o.steps < 0:
+    raise ConfigError(f'outer.steps={o.steps!r}: must be an integer >= 0')
+  if not d.init_lr > 0:
+    raise ConfigError(f'distill.init_lr={d.init_lr!r}: must be > 0')
+  if not o.lr > 0:
+    raise ConfigError(f'outer.lr={o.lr!r}: must be > 0')
+  total = d.steps * d.epochs
+  if not 0 <= d.truncate <= total:
+    raise ConfigError(f'distill.truncate={d.truncate!r}: must be in [0, steps*epochs='
+                      f'{total}] (0 = backprop through all steps)')
+  if d.image_init not in IMAGE_INITS:
+    raise ConfigError(f'distill.image_init={d.image_init!r}: unknown; allowed: '
+                      f'{", ".join(IMAGE_INITS)}')
+  if not d.random_init and d.n_inits != 1:
+    raise ConfigError(f'distill.n_inits={d.n_inits}: fixed init (distill.random_init='
+                      'False) trains exactly one init; set n_inits=1')
+  if data_shape is not None:
+    try:
+      models.build(config.model.name, num_classes, data_shape, **config.model.kwargs)
+    except models.ModelError as err:
+      raise ConfigError(f'{err} (data.name={config.data.name!r})') from None
+
+
+# ------------------------------------------------------------------ training
+
+
+class RealBatches:
+  """Deterministic real batches: batch `step` is a slice of epoch's permutation.
+
+  The permutation of epoch e is drawn from `seed` and e only, so a resumed run sees
+  exactly the batches an uninterrupted run would.
+  """
+
+  def __init__(self, x, y, batch_size, seed):
+    self.x, self.y, self.batch_size, self.seed = x, y, min(batch_size, len(x)), seed
+    self.per_epoch = len(x) // self.batch_size
+    self._epoch, self._perm = None, None
+
+  def __call__(self, step):
+    epoch, i = divmod(step, self.per_epoch)
+    if epoch != self._epoch:
+      self._epoch = epoch
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+    idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+    return self.x[idx], self.y[idx]
+
+
+class Distiller:
+  """Everything about one distillation problem that does not change during a run."""
+
+  def __init__(self, config, dataset):
+    self.config = config
+    d = config.distill
+    self.data = dataset
+    self.num_classes = dataset.num_classes
+    self.model = models.build(config.model.name, dataset.num_classes, dataset.shape,
+                              **config.model.kwargs)
+    self.per_step = dataset.num_classes * d.images_per_class_per_step
+    self.fixed_labels = jnp.asarray(
+        step_labels(dataset.num_classes, d.images_per_class_per_step, d.steps))
+    self.total_steps = d.steps * d.epochs
+    o = config.outer
+    schedule = optax.exponential_decay(o.lr, transition_steps=max(o.decay_every, 1),
+                                       decay_rate=o.decay_factor, staircase=True)
+    if o.decay_every <= 0:
+      schedule = o.lr
+    tx = optax.adam(schedule, b1=o.b1, b2=o.b2)
+    if o.grad_clip > 0:
+      tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
+    self.tx = tx
+    self.outer_step = jax.jit(self._outer_step)
+    self._train_nets = jax.jit(jax.vmap(self._train_one, in_axes=(0, None, None, None)))
+    self._accuracy = jax.jit(self._accuracy_one)
+
+  # -- pure functions
+  def apply(self, params, x):
+    return self.model.apply({'params': params}, x)
+
+  def init_params(self, key):
+    dummy = jnp.zeros((1,) + self.data.shape, jnp.float32)
+    return self.model.init(key, dummy)['params']
+
+  def init_state(self, key, x_train_norm, y_train):
+    """The learned synthetic data, its optimiser state and (fixed init) the net init."""
+    d = self.config.distill
+    k_img, k_net = jax.random.split(key)
+    shape = (d.steps, self.per_step) + self.data.shape
+    if d.image_init == 'noise':
+      x = jax.random.normal(k_img, shape, jnp.float32)
+    else:  # 'real': random real images of each step's classes
+      rng = np.random.default_rng(int(jax.random.randint(k_img, (), 0, 2**31 - 1)))
+      labels = np.asarray(self.fixed_labels).reshape(-1)
+      idx = [rng.choice(np.flatnonzero(y_train == c)) for c in labels]
+      x = jnp.asarray(x_train_norm[np.asarray(idx)].reshape(shape))
+    learned = {'x': x,
+               'raw_lr': jnp.full((self.total_steps,), inverse_softplus(d.init_lr),
+                                  jnp.float32)}
+    if d.learn_labels:
+      learned['labels'] = d.label_init_scale * jax.nn.one_hot(self.fixed_labels,
+                                                             self.num_classes)
+    state = {'step': jnp.zeros((), jnp.int32), 'learned': learned,
+             'opt': self.tx.init(learned)}
+    if not d.random_init:
+      state['init_params'] = jax.tree_util.tree_map(
+          lambda a: a[None], self.init_params(k_net))
+    return state
+
+  def inits_for_step(self, state, key):
+    d = self.config.distill
+    if not d.random_init:
+      return state['init_params']
+    return jax.vmap(self.init_params)(jax.random.split(key, d.n_inits))
+
+  def loss_fn(self, learned, params0, real_x, real_y):
+    d = self.config.distill
+    return meta_loss(learned, params0, real_x, real_y, apply_fn=self.apply,
+                     fixed_labels=self.fixed_labels, num_classes=self.num_classes,
+                     remat=d.remat, truncate=d.truncate)
+
+  def _outer_step(self, state, real_x, real_y, key):
+    params0 = self.inits_for_step(state, key)
+    (loss, acc), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
+        state['learned'], params0, real_x, real_y)
+    updates, opt = self.tx.update(grads, state['opt'], state['learned'])
+    new = dict(state, step=state['step'] + 1, opt=opt,
+               learned=optax.apply_updates(state['learned'], updates))
+    metrics = {'meta_loss': loss, 'meta_acc': acc,
+               'grad_norm': optax.global_norm(grads),
+               'lr_mean': jnp.mean(jax.nn.softplus(state['learned']['raw_lr']))}
+    return new, metrics
+
+  def _train_one(self, params0, xs, ys, lrs):
+    return inner_sgd(self.apply, params0, xs, ys, lrs)
+
+  def _accuracy_one(self, params, x, y):
+    return jnp.sum(jnp.argmax(self.apply(params, x), -1) == y)
+
+  # -- evaluation
+  def accuracy(self, params, x, y, batch_size=1000):
+    """Accuracy of one net on (x, y), in batches."""
+    hits = 0
+    for i in range(0, len(x), batch_size):
+      hits += int(self._accuracy(params, x[i:i + batch_size], y[i:i + batch_size]))
+    return hits / len(x)
+
+  def train_and_test(self, params0, xs, ys, lrs, x_test, y_test):
+    """Trains each of params0 (leading axis) on (xs, ys, lrs); test accuracy of each."""
+    trained = self._train_nets(params0, xs, ys, lrs)
+    n = jax.tree_util.tree_leaves(trained)[0].shape[0]
+    return np.array([
+        self.accuracy(jax.tree_util.tree_map(lambda a, i=i: a[i], trained), x_test, y_test)
+        for i in range(n)])
+
+  def eval_inits(self, state, num, seed):
+    """Inits for evaluation: the fixed init, or `num` fresh ones from `seed`.
+
+    Distillation draws its inits from config.seed; evaluation from eval.seed, a
+    different random stream, so these inits were never seen in distillation.
+    """
+    if not self.config.distill.random_init:
+      return state['init_params']
+    return jax.vmap(self.init_params)(jax.random.split(jax.random.key(seed), num))
+
+
+
+
+def save_distilled(path, distiller, state, extra=None):
+  """Writes a self-describing .npz of the distilled set (loads with `load_distilled`)."""
+  learned = state['learned']
+  d = distiller.config.distill
+  ys = np.asarray(targets_of(learned, distiller.fixed_labels, distiller.num_classes))
+  x = np.asarray(learned['x'])
+  payload = dict(
+      images=distiller.data.denormalize(x),              # (S, n, H, W, C) pixels, ~[0,1], unclipped
+      images_normalized=x,                               # what the net saw
+      targets=ys,                                        # (S, n, K) target distributions
+      hard_labels=np.asarray(distiller.fixed_labels),    # (S, n) class of each image
+      label_encoding=np.array('soft:softmax(learned logits)' if d.learn_labels
+                              else 'one-hot'),
+      lrs=np.asarray(jax.nn.softplus(learned['raw_lr'])),  # (T,) lr of inner step t
+      step_order=np.arange(distiller.total_steps) % d.steps,  # batch used at step t
+      mean=np.asarray(distiller.data.mean, np.float32),
+      std=np.asarray(distiller.data.std, np.float32),
+      normalization=np.array('x_normalized = (pixels - mean) / std'),
+      dataset=np.array(distiller.data.name), model=np.array(distiller.config.model.name),
+      model_kwargs=np.array(json.dumps(distiller.config.model.kwargs.to_dict())),
+      loss=np.array('softmax cross-entropy against targets, mean over batch'),
+  )
+  payload.update(extra or {})
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, **payload)
+  os.replace(tmp, path)
+
+
+def load_distilled(path):
+  """Reads a distilled set written by `save_distilled` into a dict of numpy arrays."""
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
+
+
+def save_grid(path, images, hard_labels, lrs=None):
+  """PNG grid: one row per step, one column per image; optional lr plot below."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  steps, n = images.shape[:2]
+  rows = steps + (1 if lrs is not None else 0)
+  fig = plt.figure(figsize=(max(n, 4) * 0.9, rows * 0.9 + (1.5 if lrs is not None else 0)))
+  grid = fig.add_gridspec(rows, n, height_ratios=[1] * steps + ([2] if lrs is not None else []))
+  for s in range(steps):
+    for j in range(n):
+      ax = fig.add_subplot(grid[s, j])
+      img = np.clip(images[s, j], 0, 1)
+      ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap='gray', vmin=0, vmax=1)
+      ax.set_xticks([]), ax.set_yticks([])
+      if s == 0:
+        ax.set_title(str(int(hard_labels[s, j])), fontsize=7)
+    fig.axes[-n].set_ylabel(f'step {s}', fontsize=6)
+  if lrs is not None:
+    ax = fig.add_subplot(grid[steps, :])
+    ax.plot(np.arange(len(lrs)), lrs, marker='.')
+    ax.set_xlabel('inner step'), ax.set_ylabel('learned lr')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str):
+  """Distils a dataset; resumes from the newest checkpoint in `workdir` if any.
+
+  Writes to workdir: checkpoints/, metrics.jsonl + TensorBoard events, distilled.npz,
+  distilled.png, results.json. Returns the results dict.
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from awesome_jax import baselines  # pylint: disable=g-import-not-at-top
+
+  check_config(config)
+  dataset = data_lib.load(config.data.name, config.data.source, config.data.data_dir,
+                          config.data.tfds_data_dir)
+  check_config(config, dataset.shape, dataset.num_classes)
+  distiller = Distiller(config, dataset)
+  x_train = dataset.normalize(dataset.x_train)
+  x_test = dataset.normalize(dataset.x_test)
+  y_train, y_test = dataset.y_train, dataset.y_test
+
+  state = distiller.init_state(jax.random.key(config.seed), x_train, y_train)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    print(f'Resumed from step {int(state["step"])} in {workdir}')
+  start = int(state['step'])
+  batches = RealBatches(x_train, y_train, config.outer.batch_size, config.seed)
+  writer = metrics_lib.MetricWriter(workdir)
+  base_key = jax.random.key(config.seed + 1)
+
+  t0 = time.time()
+  bar = tqdm(range(start, config.outer.steps), initial=start, total=config.outer.steps,
+             desc='distill', disable=not config.progress_bar)
+  for step in bar:
+    real_x, real_y = batches(step)
+    state, m = distiller.outer_step(state, real_x, real_y, jax.random.fold_in(base_key, step))
+    done = step + 1
+    if done % config.log_every == 0 or done == config.outer.steps:
+      m = {k: float(v) for k, v in m.items()}
+      if not np.isfinite(m['meta_loss']):
+        raise FloatingPointError(
+            f'meta-loss is {m["meta_loss"]} at outer step {done}; lower outer.lr or '
+            'distill.init_lr, or set outer.grad_clip')
+      writer.write(done, {f'train/{k}': v for k, v in m.items()})
+      bar.set_postfix(loss=f'{m["meta_loss"]:.3f}', acc=f'{m["meta_acc"]:.3f}')
+    if config.eval.every and done % config.eval.every == 0 and done < config.outer.steps:
+      accs = _evaluate(distiller, state, x_test, y_test, config.eval.every_num_inits,
+                       config.eval.seed)
+      writer.write(done, {'eval/acc_mean': accs.mean(), 'eval/acc_std': accs.std()})
+    if done % config.checkpoint_every == 0 or done == config.outer.steps:
+      checkpointer.save(done, state)
+  distill_seconds = time.time() - t0
+
+  accs = _evaluate(distiller, state, x_test, y_test, config.eval.num_inits,
+                   config.eval.seed)
+  results = {
+      'dataset': dataset.name, 'model': config.model.name,
+      'images': int(distiller.per_step * config.distill.steps),
+      'inner_steps': distiller.total_steps, 'outer_steps': config.outer.steps,
+      'random_init': bool(config.distill.random_init),
+      'learn_labels': bool(config.distill.learn_labels),
+      'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
+      'test_acc_all': [float(a) for a in accs], 'eval_nets': int(len(accs)),
+      'seconds_this_run': distill_seconds,
+  }
+  if config.eval.baselines:
+    results['baselines'] = baselines.evaluate_all(distiller, x_train, y_train, x_test,
+                                                  y_test, config)
+  writer.write(config.outer.steps, {'final/test_acc_mean': accs.mean(),
+                                    'final/test_acc_std': accs.std()})
+  writer.close()
+  checkpointer.close()
+
+  save_distilled(os.path.join(workdir, 'distilled.npz'), distiller, state)
+  z = load_distilled(os.path.join(workdir, 'distilled.npz'))
+  save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'], z['lrs'])
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  print(_summary(results))
+  return results
+
+
+def _evaluate(distiller, state, x_test, y_test, num, seed):
+  learned = state['learned']
+  ys = targets_of(learned, distiller.fixed_labels, distiller.num_classes)
+  params0 = distiller.eval_inits(state, num, seed)
+  return distiller.train_and_test(params0, learned['x'], ys,
+                                  jax.nn.softplus(learned['raw_lr']), x_test, y_test)
+
+
+def _summary(results):
+  lines = [f'distilled {results["images"]} images, {results["inner_steps"]} inner steps: '
+           f'test acc {100 * results["test_acc_mean"]:.2f} +/- '
+           f'{100 * results["test_acc_std"]:.2f} % over {results["eval_nets"]} nets']
+  for name, b in results.get('baselines', {}).items():
+    lines.append(f'  baseline {name:12s} (lr {b["lr"]:.3g}): {100 * b["test_acc_mean"]:.2f}'
+                 f' +/- {100 * b["test_acc_std"]:.2f} %')
+  return '\n'.join(lines)

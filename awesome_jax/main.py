@@ -1,0 +1,52 @@
+"""Entry point: `python -m awesome_jax.main --config=configs/distill.py --workdir=DIR`.
+
+Picks the task named by `config.task`, saves the config in the workdir and runs it.
+Bad configs and bad data end with one line naming the field or file (exit code 2).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import logging
+from absl import flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py[:preset]).')
+flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and outputs go.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def tasks():
+  from awesome_jax import distill  # pylint: disable=g-import-not-at-top
+  return {'distill': distill.run}
+
+
+def user_errors():
+  from awesome_jax import data, distill, models  # pylint: disable=g-import-not-at-top
+  return (data.DataError, distill.ConfigError, models.ModelError)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  config, workdir = FLAGS.config, FLAGS.workdir
+  available = tasks()
+  if config.task not in available:
+    sys.exit(f'error: config.task={config.task!r}: unknown; allowed: '
+             f'{", ".join(available)}')
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  print(config)
+  try:
+    available[config.task](config, workdir)
+  except user_errors() as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

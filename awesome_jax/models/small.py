@@ -1,0 +1,89 @@
+"""Small image classifiers used by dataset distillation: LeNet, AlexCifarNet, ConvNet.
+
+Pure Flax linen modules: `model.apply({'params': p}, x)` with x NHWC float32. No
+mutable state (no batch norm), so inner SGD can treat params as a plain pytree.
+Weights are xavier-normal and biases zero, as in the dataset-distillation code.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+xavier = nn.initializers.xavier_normal()
+
+
+class LeNet(nn.Module):
+  """conv6@5x5(pad 2)-pool-conv16@5x5-pool-120-84-classes (MNIST, 28x28x1)."""
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(6, (5, 5), padding=2, kernel_init=xavier)(x))
+    x = nn.max_pool(x, (2, 2), (2, 2))
+    x = nn.relu(nn.Conv(16, (5, 5), padding='VALID', kernel_init=xavier)(x))
+    x = nn.max_pool(x, (2, 2), (2, 2))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(120, kernel_init=xavier)(x))
+    x = nn.relu(nn.Dense(84, kernel_init=xavier)(x))
+    return nn.Dense(self.num_classes, kernel_init=xavier)(x)
+
+
+def local_response_norm(x, size=4, alpha=0.001 / 9.0, beta=0.75, k=1.0):
+  """torch.nn.LocalResponseNorm over channels (NHWC): x / (k + alpha/size * sum x^2)^beta.
+
+  The sum runs over `size` neighbouring channels, padded with zeros
+  (size//2 before, (size-1)//2 after), as torch does.
+  """
+  sq = jnp.square(x)
+  pad = [(0, 0)] * (x.ndim - 1) + [(size // 2, (size - 1) // 2)]
+  sq = jnp.pad(sq, pad)
+  c = x.shape[-1]
+  window = sum(sq[..., i:i + c] for i in range(size))
+  return x / jnp.power(k + alpha / size * window, beta)
+
+
+class AlexCifarNet(nn.Module):
+  """The dataset-distillation paper's CIFAR-10 net: conv 64-64 5x5 (+LRN), FC 384-192."""
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x):
+    pool = lambda y: nn.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = nn.relu(nn.Conv(64, (5, 5), padding=2, kernel_init=xavier)(x))
+    x = local_response_norm(pool(x))
+    x = nn.relu(nn.Conv(64, (5, 5), padding=2, kernel_init=xavier)(x))
+    x = pool(local_response_norm(x))
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(384, kernel_init=xavier)(x))
+    x = nn.relu(nn.Dense(192, kernel_init=xavier)(x))
+    return nn.Dense(self.num_classes, kernel_init=xavier)(x)
+
+
+class ConvNet(nn.Module):
+  """depth x [conv3x3 width, instance norm, relu, avgpool 2], then a linear head.
+
+  The 3-layer, 128-channel net of later distillation papers (DC, DSA, MTT, FRePo).
+  """
+  num_classes: int = 10
+  width: int = 128
+  depth: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(self.depth):
+      x = nn.Conv(self.width, (3, 3), padding=1, kernel_init=xavier)(x)
+      x = nn.relu(nn.InstanceNorm()(x))
+      x = nn.avg_pool(x, (2, 2), (2, 2))
+    x = x.reshape(x.shape[0], -1)
+    return nn.Dense(self.num_classes, kernel_init=xavier)(x)
+
+
+class MLP(nn.Module):
+  """A tiny fully connected net (tests and toy problems)."""
+  num_classes: int = 10
+  hidden: int = 32
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.hidden, kernel_init=xavier)(x))
+    return nn.Dense(self.num_classes, kernel_init=xavier)(x)

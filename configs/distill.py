@@ -1,0 +1,96 @@
+"""Dataset distillation (Wang et al. 2018).
+
+Presets as config strings: `configs/distill.py:PRESET`, PRESET one of
+  mnist        (default) LeNet, random init, 10 steps x 3 epochs, 100 images
+  mnist_fixed  LeNet, fixed init, 1 step x 3 epochs, 10 images (paper: 93.8%)
+  cifar10      AlexCifarNet, random init, 100 images (paper: 36.8%)
+  tiny         scikit-learn digits, MLP, a few outer steps (tests, smoke runs)
+Override any field: `--config.outer.steps=2000`.
+"""
+
+import ml_collections
+
+
+def get_config(preset='mnist'):
+  c = ml_collections.ConfigDict()
+  c.task = 'distill'
+  c.seed = 0                      # seeds the synthetic init, real batches, distill inits
+  c.progress_bar = True
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'mnist'           # mnist | cifar10 | usps | digits | synthetic
+  c.data.source = 'auto'          # auto (files if data_dir else tfds) | tfds | files
+  c.data.data_dir = ''            # folder of the standard files (offline path)
+  c.data.tfds_data_dir = ''       # TFDS data_dir ('' = TFDS default)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'lenet'          # lenet | alexcifarnet | convnet | mlp
+  c.model.kwargs = ml_collections.ConfigDict()  # extra constructor args (e.g. width)
+
+  c.distill = ml_collections.ConfigDict()
+  c.distill.images_per_class_per_step = 1  # images of each class in each inner batch
+  c.distill.steps = 10            # distinct synthetic batches
+  c.distill.epochs = 3            # passes over them: T = steps * epochs inner steps
+  c.distill.init_lr = 0.02        # initial inner lr (softplus-parametrised, learned)
+  c.distill.random_init = True    # fresh inits every outer step; False = one fixed init
+  c.distill.n_inits = 1           # inits per outer step (vmapped), random init only
+  c.distill.learn_labels = False  # learn soft labels (softmax of logits) too
+  c.distill.label_init_scale = 1.0  # initial label logits = scale * one_hot
+  c.distill.image_init = 'noise'  # noise (N(0,1), as the paper) | real (random real images)
+  c.distill.remat = False         # jax.checkpoint the scan body: memory flat in T
+  c.distill.truncate = 0          # backprop through the last N inner steps (0 = all)
+
+  c.outer = ml_collections.ConfigDict()
+  c.outer.steps = 2000            # outer (meta) iterations; the paper: ~23,600 (400 epochs)
+  c.outer.batch_size = 1024       # real images per meta-loss
+  c.outer.lr = 0.01               # Adam, as the reference code
+  c.outer.b1 = 0.5
+  c.outer.b2 = 0.999
+  c.outer.decay_every = 1000      # lr x decay_factor every this many steps (0 = never)
+  c.outer.decay_factor = 0.5
+  c.outer.grad_clip = 0.0         # clip meta-gradient global norm (0 = off)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_inits = 20           # nets trained on the final distilled set (unseen inits)
+  c.eval.seed = 10_000            # the unseen inits' stream (differs from `seed`'s)
+  c.eval.every = 500              # quick evaluation every N outer steps (0 = off)
+  c.eval.every_num_inits = 5
+  c.eval.baselines = True         # random real / class means / k-means, same budget
+  c.eval.baseline_lrs = (0.003, 0.01, 0.03, 0.1, 0.3)  # fixed-lr grid, tuned on val
+  c.eval.tune_inits = 5
+  c.eval.val_size = 5000          # held-out training images for baseline lr tuning
+
+  c.checkpoint_every = 100
+  c.log_every = 10
+
+  if preset == 'mnist':
+    pass
+  elif preset == 'mnist_fixed':
+    c.distill.random_init = False
+    c.distill.steps = 1
+    c.distill.epochs = 3
+  elif preset == 'cifar10':
+    c.data.name = 'cifar10'
+    c.model.name = 'alexcifarnet'
+    c.distill.init_lr = 0.001
+    c.outer.batch_size = 256
+  elif preset == 'tiny':
+    c.data.name = 'digits'
+    c.model.name = 'mlp'
+    c.distill.steps = 2
+    c.distill.epochs = 2
+    c.distill.init_lr = 0.1
+    c.outer.steps = 20
+    c.outer.batch_size = 128
+    c.outer.decay_every = 0
+    c.eval.num_inits = 4
+    c.eval.every = 0
+    c.eval.tune_inits = 2
+    c.eval.val_size = 200
+    c.eval.baseline_lrs = (0.03, 0.3)
+    c.checkpoint_every = 5
+    c.log_every = 5
+  else:
+    raise ValueError(f'configs/distill.py:{preset}: unknown preset; allowed: '
+                     'mnist, mnist_fixed, cifar10, tiny')
+  return c

@@ -1,0 +1,84 @@
+"""End to end through `python -m awesome_jax.main`: outputs, resume after kill, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from awesome_jax import distill
+from configs import distill as distill_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main_cmd(workdir, *overrides, preset='tiny'):
+  return [sys.executable, '-m', 'awesome_jax.main', f'--config=configs/distill.py:{preset}',
+          f'--workdir={workdir}', '--config.progress_bar=False', *overrides]
+
+
+def test_end_to_end_tiny_run(tmp_path):
+  config = distill_configs.get_config('tiny')
+  config.progress_bar = False
+  results = distill.run(config, str(tmp_path))
+  for name in ('distilled.npz', 'distilled.png', 'results.json', 'metrics.jsonl'):
+    assert (tmp_path / name).exists(), name
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+  z = distill.load_distilled(str(tmp_path / 'distilled.npz'))
+  assert z['images'].shape == (2, 10, 8, 8, 1)
+  assert z['lrs'].shape == (4,) and np.all(z['lrs'] > 0)
+  assert str(z['label_encoding']) == 'one-hot'
+  # the stored pixels and normalisation give back what the net saw
+  np.testing.assert_allclose((z['images'] - z['mean']) / z['std'], z['images_normalized'],
+                             atol=1e-5)
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['eval_nets'] == 4 and 0 <= saved['test_acc_mean'] <= 1
+  assert set(saved['baselines']) == {'random_real', 'class_means', 'kmeans'}
+  assert results['test_acc_mean'] == saved['test_acc_mean']
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+  overrides = ['--config.outer.steps=40', '--config.checkpoint_every=2',
+               '--config.eval.baselines=False']
+  whole, killed = tmp_path / 'whole', tmp_path / 'killed'
+  subprocess.run(main_cmd(whole, *overrides), cwd=ROOT, check=True, capture_output=True)
+
+  proc = subprocess.Popen(main_cmd(killed, *overrides), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpts = killed / 'checkpoints'
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    steps = [int(s) for s in os.listdir(ckpts) if s.isdigit()] if ckpts.exists() else []
+    if steps and max(steps) >= 6:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / 'results.json').exists(), 'the run finished before it was killed'
+  out = subprocess.run(main_cmd(killed, *overrides), cwd=ROOT, check=True,
+                       capture_output=True, text=True)
+  assert 'Resumed from step' in out.stdout
+  a = distill.load_distilled(str(whole / 'distilled.npz'))
+  b = distill.load_distilled(str(killed / 'distilled.npz'))
+  np.testing.assert_array_equal(a['images_normalized'], b['images_normalized'])
+  np.testing.assert_array_equal(a['lrs'], b['lrs'])
+  ra = json.loads((whole / 'results.json').read_text())
+  rb = json.loads((killed / 'results.json').read_text())
+  assert ra['test_acc_all'] == rb['test_acc_all']
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.distill.images_per_class_per_step=0', 'distill.images_per_class_per_step=0'),
+    ('--config.model.name=alexcifarnet', "model.name='alexcifarnet' cannot take"),
+    ('--config.data.name=cifar100', "data.name='cifar100': unknown"),
+])
+def test_bad_config_is_one_line_error(tmp_path, override, message):
+  out = subprocess.run(main_cmd(tmp_path, override), cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and message in last, out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr

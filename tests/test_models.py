@@ -1,0 +1,58 @@
+"""The model registry, shapes, and the LRN layer against its definition."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from awesome_jax import models
+from awesome_jax.models.small import local_response_norm
+
+
+@pytest.mark.parametrize('name,shape,n_params', [
+    ('lenet', (28, 28, 1), 61706),        # the classic LeNet-5 count with 6/16 maps
+    ('alexcifarnet', (32, 32, 3), None),
+    ('convnet', (32, 32, 3), None),
+    ('mlp', (8, 8, 1), 8 * 8 * 32 + 32 + 32 * 10 + 10),
+])
+def test_forward_shapes(name, shape, n_params):
+  model = models.build(name, 10, shape)
+  params = model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
+  out = model.apply({'params': params}, jnp.ones((3,) + shape))
+  assert out.shape == (3, 10) and bool(jnp.all(jnp.isfinite(out)))
+  if n_params is not None:
+    assert sum(p.size for p in jax.tree_util.tree_leaves(params)) == n_params
+
+
+def test_alexcifarnet_layers():
+  model = models.build('alexcifarnet', 10, (32, 32, 3))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+  shapes = [p.shape for p in jax.tree_util.tree_leaves(params) if p.ndim > 1]
+  assert shapes == [(5, 5, 3, 64), (5, 5, 64, 64), (4096, 384), (384, 192), (192, 10)]
+
+
+def test_biases_start_at_zero():
+  params = models.build('lenet', 10, (28, 28, 1)).init(
+      jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  for layer in params.values():
+    np.testing.assert_array_equal(layer['bias'], 0)
+
+
+def test_shape_mismatch_and_unknown_name():
+  with pytest.raises(models.ModelError, match=r"model.name='lenet' cannot take.*\(32, 32, 7\)"):
+    models.build('lenet', 10, (32, 32, 7))
+  with pytest.raises(models.ModelError, match="model.name='vgg'.*allowed: lenet"):
+    models.build('vgg', 10, (28, 28, 1))
+  with pytest.raises(models.ModelError, match='alexcifarnet'):
+    models.build('alexcifarnet', 10, (28, 28, 1))
+
+
+def test_local_response_norm_matches_definition():
+  x = np.random.default_rng(0).normal(size=(2, 3, 3, 7)).astype(np.float32)
+  size, alpha, beta, k = 4, 0.1, 0.75, 1.0
+  want = np.empty_like(x)
+  for c in range(7):  # torch: channels c - size//2 .. c + (size-1)//2
+    lo, hi = max(0, c - size // 2), min(7, c + (size - 1) // 2 + 1)
+    want[..., c] = x[..., c] / (k + alpha / size * (x[..., lo:hi] ** 2).sum(-1)) ** beta
+  got = local_response_norm(jnp.asarray(x), size, alpha, beta, k)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
