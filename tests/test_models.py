@@ -56,3 +56,15 @@ def test_local_response_norm_matches_definition():
     want[..., c] = x[..., c] / (k + alpha / size * (x[..., lo:hi] ** 2).sum(-1)) ** beta
   got = local_response_norm(jnp.asarray(x), size, alpha, beta, k)
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize('padding', [0, 2])
+def test_matmul_conv_equals_flax_conv(padding):
+  import flax.linen as nn
+  from awesome_jax.models.small import MatmulConv, max_pool_2x2
+  x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
+  ours = MatmulConv(4, (5, 5), padding=padding)
+  params = ours.init(jax.random.key(1), x)
+  ref = nn.Conv(4, (5, 5), padding=padding)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
