@@ -20,13 +20,14 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def tasks():
-  from awesome_jax import distill  # pylint: disable=g-import-not-at-top
-  return {'distill': distill.run}
+  from awesome_jax import distill, shape_bias_task  # pylint: disable=g-import-not-at-top
+  return {'distill': distill.run, 'shape_bias': shape_bias_task.run}
 
 
 def user_errors():
-  from awesome_jax import data, distill, models  # pylint: disable=g-import-not-at-top
-  return (data.DataError, distill.ConfigError, models.ModelError)
+  from awesome_jax import data, distill, models, pretrained, shape_bias  # pylint: disable=g-import-not-at-top
+  return (data.DataError, distill.ConfigError, models.ModelError,
+          pretrained.CheckpointFormatError, shape_bias.StimulusError)
 
 
 def main(argv):

@@ -1,0 +1,325 @@
+"""Cue-conflict evaluation (Geirhos et al. 2019) and error consistency (Geirhos et al.
+2020; Tuli et al. 2021), for human decision CSVs and any model.
+
+Observers are `Trials`: one row per trial with the stimulus key (e.g.
+`airplane1-bicycle2.png`), its shape class, texture class and the response (one of the
+16 categories, or 'na'). Read and write them in the model-vs-human CSV format
+`subj,session,trial,rt,object_response,category,condition,imagename`.
+
+Rules (written into every report):
+* 16-class forced choice: a model's 1000 ImageNet probabilities become 16 by the mean
+  over each category's ImageNet classes, then argmax.
+* shape bias = shape hits / (shape hits + texture hits), over trials whose shape class
+  differs from their texture class; other responses count for neither.
+* error consistency: over the trials both observers saw (matched by stimulus), a trial
+  is correct when the response is the shape class; Cohen's kappa of the two
+  correct/wrong sequences against what their accuracies predict.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+
+CATEGORIES = ('airplane', 'bear', 'bicycle', 'bird', 'boat', 'bottle', 'car', 'cat',
+              'chair', 'clock', 'dog', 'elephant', 'keyboard', 'knife', 'oven', 'truck')
+CSV_FIELDS = ('subj', 'session', 'trial', 'rt', 'object_response', 'category',
+              'condition', 'imagename')
+_MAPPING_PATH = os.path.join(os.path.dirname(__file__), 'resources',
+                             'imagenet_16_categories.json')
+
+
+class StimulusError(ValueError):
+  """A stimulus or decision file that does not follow the expected naming/format."""
+
+
+# ------------------------------------------------------------------ mapping
+
+
+def load_mapping(path=None):
+  """{category: [ImageNet indices]}; the shipped WordNet table unless `path` given."""
+  with open(path or _MAPPING_PATH) as f:
+    table = json.load(f)
+  cats = table.get('categories', table)
+  mapping = {c: list(v['imagenet_indices'] if isinstance(v, dict) else v)
+             for c, v in cats.items()}
+  check_mapping(mapping)
+  return mapping
+
+
+def check_mapping(mapping, num_classes=1000):
+  """Every index in [0, num_classes), none in two categories, none empty."""
+  seen = {}
+  for cat, idx in mapping.items():
+    if not idx:
+      raise StimulusError(f'mapping: category {cat!r} has no classes')
+    for i in idx:
+      if not 0 <= int(i) < num_classes:
+        raise StimulusError(f'mapping: {cat!r} has index {i} outside [0, {num_classes})')
+      if i in seen:
+        raise StimulusError(f'mapping: index {i} is in both {seen[i]!r} and {cat!r}')
+      seen[i] = cat
+
+
+def decisions_from_probs(probs, mapping=None):
+  """(N, 1000) softmax probabilities -> N category names (mean over each category's
+  classes, then argmax over the categories in sorted order)."""
+  mapping = mapping or load_mapping()
+  cats = sorted(mapping)
+  probs = np.asarray(probs)
+  scores = np.stack([probs[:, mapping[c]].mean(axis=1) for c in cats], axis=1)
+  return [cats[i] for i in scores.argmax(axis=1)]
+
+
+# ------------------------------------------------------------------ stimuli
+
+
+_NAME = re.compile(r'^([a-z]+)(\d+)-([a-z]+)(\d+)\.png$')
+
+
+def parse_stimulus(name, categories=CATEGORIES):
+  """'airplane1-bicycle2.png' (or a human CSV's '0001_..._airplane1-bicycle2.png')
+  -> (stimulus key, shape class, texture class)."""
+  key = os.path.basename(name).split('_')[-1]
+  m = _NAME.match(key)
+  if not m:
+    raise StimulusError(f'{name}: expected a name like airplane1-bicycle2.png '
+                        '(<shape class><n>-<texture class><n>.png)')
+  shape, texture = m.group(1), m.group(3)
+  for cls in (shape, texture):
+    if cls not in categories:
+      raise StimulusError(f'{name}: unknown class {cls!r}; allowed: {", ".join(categories)}')
+  return key, shape, texture
+
+
+def list_stimuli(directory, categories=CATEGORIES):
+  """Sorted (path, key, shape, texture) of the cue-conflict PNGs in `<shape>/<name>.png`."""
+  if not os.path.isdir(directory):
+    raise StimulusError(f'{directory}: not a directory of cue-conflict stimuli')
+  out = []
+  for cls in sorted(os.listdir(directory)):
+    folder = os.path.join(directory, cls)
+    if not os.path.isdir(folder):
+      continue
+    if cls not in categories:
+      raise StimulusError(f'{folder}: unknown class folder; allowed: {", ".join(categories)}')
+    for fname in sorted(os.listdir(folder)):
+      if fname.lower().endswith('.png'):
+        key, shape, texture = parse_stimulus(fname, categories)
+        if shape != cls:
+          raise StimulusError(f'{os.path.join(folder, fname)}: shape class {shape!r} '
+                              f'but stored under {cls!r}/')
+        out.append((os.path.join(folder, fname), key, shape, texture))
+  if not out:
+    raise StimulusError(f'{directory}: no PNG stimuli under <class>/')
+  return out
+
+
+# ------------------------------------------------------------------ trials
+
+
+@dataclasses.dataclass
+class Trials:
+  """One observer's trials; all fields are equal-length numpy arrays of str."""
+  observer: str
+  key: np.ndarray
+  shape: np.ndarray
+  texture: np.ndarray
+  response: np.ndarray
+
+  def __post_init__(self):
+    for f in ('key', 'shape', 'texture', 'response'):
+      setattr(self, f, np.asarray(getattr(self, f), dtype=str))
+
+  def __len__(self):
+    return len(self.key)
+
+  @classmethod
+  def from_decisions(cls, observer, stimulus_names, responses):
+    parsed = [parse_stimulus(n) for n in stimulus_names]
+    return cls(observer, [p[0] for p in parsed], [p[1] for p in parsed],
+               [p[2] for p in parsed], list(responses))
+
+
+def read_decisions_csv(path):
+  """Reads a model-vs-human decision CSV (one observer) into Trials."""
+  try:
+    with open(path, newline='') as f:
+      rows = list(csv.DictReader(f))
+  except OSError as e:
+    raise StimulusError(f'{path}: cannot read ({e})') from None
+  if not rows:
+    raise StimulusError(f'{path}: no trials')
+  missing = set(CSV_FIELDS) - set(rows[0])
+  if missing:
+    raise StimulusError(f'{path}: missing columns {sorted(missing)}; expected '
+                        f'{",".join(CSV_FIELDS)}')
+  try:
+    trials = Trials.from_decisions(rows[0]['subj'], [r['imagename'] for r in rows],
+                                   [r['object_response'] for r in rows])
+  except StimulusError as e:
+    raise StimulusError(f'{path}: {e}') from None
+  bad = [r for r, s in zip(rows, trials.shape) if r['category'] != s]
+  if bad:
+    raise StimulusError(f'{path}: trial {bad[0]["trial"]}: category {bad[0]["category"]!r} '
+                        f'is not the shape class of {bad[0]["imagename"]}')
+  return trials
+
+
+def read_observers(directory):
+  """{observer: Trials} of every CSV in `directory` (one file per observer/session,
+  sessions of one observer concatenated)."""
+  if not os.path.isdir(directory):
+    raise StimulusError(f'{directory}: not a directory of decision CSVs')
+  out = {}
+  for fname in sorted(os.listdir(directory)):
+    if fname.endswith('.csv'):
+      t = read_decisions_csv(os.path.join(directory, fname))
+      if t.observer in out:
+        o = out[t.observer]
+        t = Trials(t.observer, *(np.concatenate([getattr(o, f), getattr(t, f)])
+                                 for f in ('key', 'shape', 'texture', 'response')))
+      out[t.observer] = t
+  if not out:
+    raise StimulusError(f'{directory}: no .csv files')
+  return out
+
+
+def write_decisions_csv(path, trials, session=1, condition='0'):
+  """Writes Trials in the model-vs-human format (rt is NaN for models)."""
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(CSV_FIELDS)
+    for i in range(len(trials)):
+      w.writerow([trials.observer, session, i + 1, 'NaN', trials.response[i], trials.shape[i],
+                  condition, trials.key[i]])
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def shape_bias(trials):
+  """Shape bias and its counts over cue-conflict trials (shape class != texture class)."""
+  conflict = trials.shape != trials.texture
+  shape_hits = int(np.sum(conflict & (trials.response == trials.shape)))
+  texture_hits = int(np.sum(conflict & (trials.response == trials.texture)))
+  n = int(conflict.sum())
+  return {
+      'shape_bias': shape_hits / max(shape_hits + texture_hits, 1),
+      'shape_acc': shape_hits / max(n, 1),    # fraction of conflict trials answered by shape
+      'texture_acc': texture_hits / max(n, 1),
+      'shape_hits': shape_hits, 'texture_hits': texture_hits,
+      'conflict_trials': n, 'excluded_same_class_trials': int(len(trials) - n),
+  }
+
+
+def shape_bias_per_class(trials, categories=CATEGORIES):
+  """{category: shape bias over conflict trials whose shape class is that category}."""
+  out = {}
+  for c in categories:
+    sel = trials.shape == c
+    sub = Trials(trials.observer, trials.key[sel], trials.shape[sel], trials.texture[sel],
+                 trials.response[sel])
+    r = shape_bias(sub)
+    out[c] = r['shape_bias'] if r['shape_hits'] + r['texture_hits'] else float('nan')
+  return out
+
+
+def pool(observers, name='pooled'):
+  """Concatenates several observers' trials into one (e.g. all humans)."""
+  obs = list(observers)
+  return Trials(name, *(np.concatenate([getattr(o, f) for o in obs])
+                        for f in ('key', 'shape', 'texture', 'response')))
+
+
+def _matched(a, b):
+  ia = {k: i for i, k in enumerate(a.key)}
+  common = [k for k in b.key if k in ia]
+  ib = {k: i for i, k in enumerate(b.key)}
+  if not common:
+    raise StimulusError(f'observers {a.observer!r} and {b.observer!r} share no stimuli')
+  ra = np.array([a.response[ia[k]] for k in common])
+  rb = np.array([b.response[ib[k]] for k in common])
+  truth = np.array([a.shape[ia[k]] for k in common])
+  return ra, rb, truth
+
+
+def error_consistency(a, b):
+  """Cohen's kappa of two observers' correct/wrong trials (Geirhos et al. 2020).
+
+  kappa = (c_obs - c_exp) / (1 - c_exp), c_obs = fraction of shared trials where both
+  are right or both wrong, c_exp = p_a p_b + (1 - p_a)(1 - p_b).
+  """
+  ra, rb, truth = _matched(a, b)
+  ca, cb = ra == truth, rb == truth
+  c_obs = float(np.mean(ca == cb))
+  pa, pb = float(ca.mean()), float(cb.mean())
+  c_exp = pa * pb + (1 - pa) * (1 - pb)
+  kappa = (c_obs - c_exp) / (1 - c_exp) if c_exp < 1 else float('nan')
+  return {'kappa': kappa, 'c_obs': c_obs, 'c_exp': c_exp, 'acc_a': pa, 'acc_b': pb,
+          'trials': int(len(truth))}
+
+
+def class_error_distribution(trials, categories=CATEGORIES):
+  """Tuli et al.'s class-wise errors: fraction of all errors made on each true class."""
+  wrong = trials.response != trials.shape
+  counts = np.array([np.sum(wrong & (trials.shape == c)) for c in categories], float)
+  return counts / max(counts.sum(), 1)
+
+
+def confusion_error_distribution(trials, categories=CATEGORIES):
+  """Tuli et al.'s inter-class errors: (true, response) pairs of the errors that chose a
+  category, as a normalised 16x16 matrix with a zero diagonal."""
+  index = {c: i for i, c in enumerate(categories)}
+  m = np.zeros((len(categories), len(categories)))
+  for s, r in zip(trials.shape, trials.response):
+    if r != s and r in index:
+      m[index[s], index[r]] += 1
+  return m / max(m.sum(), 1)
+
+
+def jensen_shannon_distance(p, q):
+  """sqrt of the Jensen-Shannon divergence (base 2, so in [0, 1]) of two distributions."""
+  p = np.asarray(p, float).ravel()
+  q = np.asarray(q, float).ravel()
+  if p.sum() <= 0 or q.sum() <= 0:  # an observer without errors has no distribution
+    return float('nan')
+  p, q = p / p.sum(), q / q.sum()
+  m = (p + q) / 2
+
+  def kl(x, y):
+    nz = x > 0
+    return float(np.sum(x[nz] * np.log2(x[nz] / y[nz])))
+  return float(np.sqrt(max(0.5 * kl(p, m) + 0.5 * kl(q, m), 0.0)))
+
+
+def compare_to_humans(model, humans):
+  """Kappa vs each human, and JS distances of the error distributions to pooled humans."""
+  pooled = pool(humans.values(), 'humans')
+  kappas = {h: error_consistency(model, t)['kappa'] for h, t in humans.items()}
+  return {
+      'kappa_per_human': kappas,
+      'kappa_mean': float(np.mean(list(kappas.values()))),
+      'js_class_errors': jensen_shannon_distance(class_error_distribution(model),
+                                                 class_error_distribution(pooled)),
+      'js_interclass_errors': jensen_shannon_distance(
+          confusion_error_distribution(model), confusion_error_distribution(pooled)),
+  }
+
+
+def human_summary(humans):
+  """Pooled and per-subject shape bias, and the mean human-human kappa."""
+  per = {h: shape_bias(t)['shape_bias'] for h, t in humans.items()}
+  names = sorted(humans)
+  pair_kappas = [error_consistency(humans[a], humans[b])['kappa']
+                 for i, a in enumerate(names) for b in names[i + 1:]]
+  return {
+      'pooled': shape_bias(pool(humans.values())),
+      'per_subject_shape_bias': per,
+      'shape_bias_range': [min(per.values()), max(per.values())],
+      'human_human_kappa_mean': float(np.mean(pair_kappas)) if pair_kappas else float('nan'),
+      'human_human_pairs': len(pair_kappas),
+  }

