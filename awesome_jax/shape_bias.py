@@ -78,17 +78,25 @@ def decisions_from_probs(probs, mapping=None):
 
 
 _NAME = re.compile(r'^([a-z]+)(\d+)-([a-z]+)(\d+)\.png$')
+_SINGLE = re.compile(r'^([a-z]+)(\d+)\.png$')
 
 
 def parse_stimulus(name, categories=CATEGORIES):
-  """'airplane1-bicycle2.png' (or a human CSV's '0001_..._airplane1-bicycle2.png')
-  -> (stimulus key, shape class, texture class)."""
+  """-> (stimulus key, shape class, texture class) from a stimulus file name.
+
+  Cue-conflict: 'airplane1-bicycle2.png' (shape airplane, texture bicycle); edges and
+  silhouettes: 'airplane1.png' (shape = texture = airplane). A human CSV's names carry a
+  trial prefix ('0001_s5n_s01_0_bird_00_bird3-bird2.png'), which is dropped.
+  """
   key = os.path.basename(name).split('_')[-1]
-  m = _NAME.match(key)
-  if not m:
+  m, single = _NAME.match(key), _SINGLE.match(key)
+  if m:
+    shape, texture = m.group(1), m.group(3)
+  elif single:
+    shape = texture = single.group(1)
+  else:
     raise StimulusError(f'{name}: expected a name like airplane1-bicycle2.png '
-                        '(<shape class><n>-<texture class><n>.png)')
-  shape, texture = m.group(1), m.group(3)
+                        '(<shape class><n>-<texture class><n>.png) or airplane1.png')
   for cls in (shape, texture):
     if cls not in categories:
       raise StimulusError(f'{name}: unknown class {cls!r}; allowed: {", ".join(categories)}')
@@ -204,6 +212,7 @@ def write_decisions_csv(path, trials, session=1, condition='0'):
 def shape_bias(trials):
   """Shape bias and its counts over cue-conflict trials (shape class != texture class)."""
   conflict = trials.shape != trials.texture
+  correct = int(np.sum(trials.response == trials.shape))
   shape_hits = int(np.sum(conflict & (trials.response == trials.shape)))
   texture_hits = int(np.sum(conflict & (trials.response == trials.texture)))
   n = int(conflict.sum())
@@ -213,6 +222,8 @@ def shape_bias(trials):
       'texture_acc': texture_hits / max(n, 1),
       'shape_hits': shape_hits, 'texture_hits': texture_hits,
       'conflict_trials': n, 'excluded_same_class_trials': int(len(trials) - n),
+      'accuracy': correct / max(len(trials), 1),  # response = shape class, all trials
+      'trials': int(len(trials)),
   }
 
 

@@ -1,6 +1,7 @@
 """The shape-bias task: evaluate a model on the cue-conflict stimuli against humans.
 
-`run(config, workdir)` writes to workdir: decisions_<model>.csv (model-vs-human format),
+`run(config, workdir)` writes to workdir, for each condition (cue-conflict, edge,
+silhouette): decisions_<model>_<condition>.csv (model-vs-human format); and
 results.json (shape bias, shape/texture accuracy, per-class shape bias, kappa vs each
 human, JS distances of the error distributions, the human reference numbers, the rules
 and preprocessing used), shape_bias.png (the Geirhos figure) and kappa.png.
@@ -54,43 +55,68 @@ def evaluate_model(logits_fn, stimuli, batch_size=64, progress=True):
   return np.concatenate(probs)
 
 
+# condition -> (stimuli folder under data.stimuli_root, CSV folder under data.humans_root)
+CONDITIONS = {'cue-conflict': ('stimuli', 'cue-conflict'), 'edge': ('edges', 'edge'),
+              'silhouette': ('silhouettes', 'silhouette')}
+
+
 def run(config, workdir, logits_fn=None):
-  """Shape bias and human comparison of config.model (or of `logits_fn`)."""
-  stimuli = sb.list_stimuli(config.data.stimuli_dir)
-  humans = sb.read_observers(config.data.human_dir) if config.data.human_dir else {}
+  """Shape bias and human comparison of config.model (or of `logits_fn`) on each of
+  config.conditions."""
+  conditions = [c.strip() for c in config.conditions.split(',') if c.strip()]
+  for cond in conditions:
+    if cond not in CONDITIONS:
+      raise sb.StimulusError(f'conditions: {cond!r} unknown; allowed: {", ".join(CONDITIONS)}')
+  # read every input before the (slow) model runs, so that a bad path fails at once
+  inputs = {}
+  for cond in conditions:
+    stim_dir, human_dir = CONDITIONS[cond]
+    stimuli = sb.list_stimuli(os.path.join(config.data.stimuli_root, stim_dir))
+    humans = (sb.read_observers(os.path.join(config.data.humans_root, human_dir))
+              if config.data.humans_root else {})
+    inputs[cond] = (stimuli, humans)
   mapping = sb.load_mapping(config.mapping or None)
   if logits_fn is None:
     name, logits_fn = model_fn_from_config(config)
   else:
     name = config.model.name
-  t0 = time.time()
-  probs = evaluate_model(logits_fn, stimuli, config.batch_size, config.progress_bar)
-  seconds = time.time() - t0
-  trials = sb.Trials.from_decisions(name, [s[1] for s in stimuli],
-                                    sb.decisions_from_probs(probs, mapping))
-  sb.write_decisions_csv(os.path.join(workdir, f'decisions_{name}.csv'), trials)
   results = {
-      'model': name, 'stimuli': len(stimuli),
+      'model': name,
       'preprocessing': {'size': 224, 'normalization': config.model.normalization},
       'rules': ('16-class forced choice by mean softmax probability over each category\'s '
                 'ImageNet classes; shape bias over trials with shape != texture class; '
-                'kappa with correct = response is the shape class, over shared stimuli'),
-      **sb.shape_bias(trials),
-      'per_class_shape_bias': sb.shape_bias_per_class(trials),
-      'eval_seconds': seconds, 'images_per_second': len(stimuli) / seconds,
+                'accuracy and kappa with correct = response is the shape class; kappa over '
+                'the stimuli both observers saw'),
+      'conditions': {},
   }
-  if humans:
-    results['vs_humans'] = sb.compare_to_humans(trials, humans)
-    results['humans'] = sb.human_summary(humans)
-    plot_shape_bias(os.path.join(workdir, 'shape_bias.png'), {name: trials}, humans)
-    plot_kappa(os.path.join(workdir, 'kappa.png'), {name: results['vs_humans']},
-               results['humans']['human_human_kappa_mean'])
+  kappas = {}
+  for cond, (stimuli, humans) in inputs.items():
+    t0 = time.time()
+    probs = evaluate_model(logits_fn, stimuli, config.batch_size, config.progress_bar)
+    seconds = time.time() - t0
+    trials = sb.Trials.from_decisions(name, [s[1] for s in stimuli],
+                                      sb.decisions_from_probs(probs, mapping))
+    sb.write_decisions_csv(os.path.join(workdir, f'decisions_{name}_{cond}.csv'), trials)
+    r = {'stimuli': len(stimuli), **sb.shape_bias(trials),
+         'per_class_shape_bias': sb.shape_bias_per_class(trials),
+         'eval_seconds': seconds, 'images_per_second': len(stimuli) / seconds}
+    if humans:
+      r['vs_humans'] = sb.compare_to_humans(trials, humans)
+      r['humans'] = sb.human_summary(humans)
+      kappas[cond] = (r['vs_humans'], r['humans']['human_human_kappa_mean'])
+      if cond == 'cue-conflict':
+        plot_shape_bias(os.path.join(workdir, 'shape_bias.png'), {name: trials}, humans)
+    results['conditions'][cond] = r
+    print(f'{name} / {cond}: accuracy {r["accuracy"]:.3f}' +
+          (f', shape bias {r["shape_bias"]:.3f} (shape acc {r["shape_acc"]:.3f}, texture acc '
+           f'{r["texture_acc"]:.3f}, {r["conflict_trials"]} conflict trials)'
+           if r['conflict_trials'] else '') +
+          (f'; kappa vs humans {r["vs_humans"]["kappa_mean"]:.3f} (human-human '
+           f'{r["humans"]["human_human_kappa_mean"]:.3f})' if humans else ''))
+  if kappas:
+    plot_kappa(os.path.join(workdir, 'kappa.png'), name, kappas)
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  print(f'{name}: shape bias {results["shape_bias"]:.3f} (shape acc {results["shape_acc"]:.3f},'
-        f' texture acc {results["texture_acc"]:.3f}) over {results["conflict_trials"]} '
-        'conflict trials' + (f'; kappa vs humans {results["vs_humans"]["kappa_mean"]:.3f}'
-                             if humans else ''))
   return results
 
 
@@ -125,24 +151,26 @@ def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES):
   plt.close(fig)
 
 
-def plot_kappa(path, comparisons, human_human_kappa=None):
-  """Bar chart of each model's mean kappa vs the humans (dots: each human)."""
+def plot_kappa(path, model_name, kappas):
+  """Bar per condition: the model's mean kappa vs the humans (black dots: each human;
+  red dash: mean human-human kappa). `kappas`: {condition: (vs_humans, human_human)}."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  names = list(comparisons)
-  fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(names), 4))
-  means = [comparisons[n]['kappa_mean'] for n in names]
-  ax.bar(range(len(names)), means, color=[f'C{i}' for i in range(len(names))], alpha=0.7)
+  names = list(kappas)
+  fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(names), 4))
   for i, n in enumerate(names):
-    vals = list(comparisons[n]['kappa_per_human'].values())
+    vs, hh = kappas[n]
+    ax.bar(i, vs['kappa_mean'], color=f'C{i}', alpha=0.7)
+    vals = list(vs['kappa_per_human'].values())
     ax.scatter(np.full(len(vals), i), vals, color='k', s=10, zorder=3)
-  if human_human_kappa is not None:
-    ax.axhline(human_human_kappa, color='red', ls='--', label='human-human')
-    ax.legend(fontsize=8)
+    ax.plot([i - 0.4, i + 0.4], [hh, hh], color='red', ls='--',
+            label='human-human' if i == 0 else None)
+  ax.legend(fontsize=8)
   ax.set_xticks(range(len(names)))
-  ax.set_xticklabels(names, rotation=20)
-  ax.set_ylabel("error consistency (Cohen's kappa)")
+  ax.set_xticklabels(names)
+  ax.set_title(model_name, fontsize=10)
+  ax.set_ylabel("error consistency with humans (Cohen's kappa)")
   ax.axhline(0, color='gray', lw=0.8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)

@@ -13,9 +13,13 @@ def get_config(preset='lite0'):
   c.progress_bar = True
   c.batch_size = 64
 
+  c.conditions = 'cue-conflict,edge,silhouette'  # comma-separated subset
+
   c.data = ml_collections.ConfigDict()
-  c.data.stimuli_dir = '../shared/data/cue_conflict/stimuli'   # <shape class>/<name>.png
-  c.data.human_dir = '../shared/data/human_decisions/cue-conflict'  # CSVs ('' = none)
+  # stimuli_root/{stimuli,edges,silhouettes}/<shape class>/<name>.png
+  c.data.stimuli_root = '../shared/data/cue_conflict'
+  # humans_root/{cue-conflict,edge,silhouette}/*.csv ('' = no human comparison)
+  c.data.humans_root = '../shared/data/human_decisions'
 
   c.mapping = ''                  # 16-class table JSON ('' = the shipped WordNet table)
 

@@ -124,7 +124,7 @@ def test_js_distance():
 
 def test_task_end_to_end_with_a_fake_model(tmp_path):
   """Generated stimuli and human CSVs; a 'model' that answers by mean colour."""
-  stim = tmp_path / 'stimuli'
+  stim = tmp_path / 'cue_conflict' / 'stimuli'
   colours = {'cat': (255, 0, 0), 'dog': (0, 0, 255)}
   names = []
   for shape in ('cat', 'dog'):
@@ -134,7 +134,7 @@ def test_task_end_to_end_with_a_fake_model(tmp_path):
         name = f'{shape}{i}-{texture}{i}.png'
         Image.fromarray(np.full((224, 224, 3), colours[texture], np.uint8)).save(stim / shape / name)
         names.append(name)
-  humans = tmp_path / 'humans'
+  humans = tmp_path / 'humans' / 'cue-conflict'
   os.makedirs(humans)
   for subj in ('subject-01', 'subject-02'):  # humans answer by shape
     t = sb.Trials.from_decisions(subj, names, [n.split('-')[0].rstrip('0123456789') for n in names])
@@ -149,16 +149,31 @@ def test_task_end_to_end_with_a_fake_model(tmp_path):
     return logits
 
   config = shape_bias_configs.get_config()
-  config.data.stimuli_dir = str(stim)
-  config.data.human_dir = str(humans)
+  config.data.stimuli_root = str(tmp_path / 'cue_conflict')
+  config.data.humans_root = str(tmp_path / 'humans')
+  config.conditions = 'cue-conflict'
   config.model.name = 'texture-model'
   config.progress_bar = False
   config.batch_size = 5
   r = shape_bias_task.run(config, str(tmp_path), logits_fn=texture_model)
+  r = r['conditions']['cue-conflict']
   assert r['shape_bias'] == 0 and r['texture_acc'] == 1 and r['conflict_trials'] == 6
   assert r['humans']['pooled']['shape_bias'] == 1
-  for f in ('shape_bias.png', 'kappa.png', 'results.json', 'decisions_texture-model.csv'):
+  for f in ('shape_bias.png', 'kappa.png', 'results.json',
+            'decisions_texture-model_cue-conflict.csv'):
     assert (tmp_path / f).exists()
-  back = sb.read_decisions_csv(tmp_path / 'decisions_texture-model.csv')
+  back = sb.read_decisions_csv(tmp_path / 'decisions_texture-model_cue-conflict.csv')
   assert sb.shape_bias(back)['shape_bias'] == 0
-  assert json.loads((tmp_path / 'results.json').read_text())['stimuli'] == 12
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['conditions']['cue-conflict']['stimuli'] == 12
+
+
+def test_single_class_stimuli_and_bad_condition(tmp_path):
+  assert sb.parse_stimulus('0001_edg_s01_0_oven_00_oven10.png') == ('oven10.png', 'oven', 'oven')
+  t = trials(['cat', 'dog'], [('cat', 'cat'), ('car', 'car')])
+  r = sb.shape_bias(t)
+  assert r['conflict_trials'] == 0 and r['accuracy'] == 0.5
+  config = shape_bias_configs.get_config()
+  config.conditions = 'cue-conflict,sketch'
+  with pytest.raises(sb.StimulusError, match="'sketch' unknown; allowed: cue-conflict, edge"):
+    shape_bias_task.run(config, str(tmp_path), logits_fn=lambda x: x)

@@ -1,0 +1,81 @@
+"""Speed and peak memory of one distillation outer iteration (MNIST LeNet shapes).
+
+Each configuration runs in its own subprocess so that its peak RSS (ru_maxrss) is its
+own. Inputs are random arrays of MNIST's shape (the cost does not depend on pixel
+values; no dataset in memory), so peak RSS = JAX + the computation.
+
+  python benchmarks/distill_speed.py            # the table of the issue
+  python benchmarks/distill_speed.py --quick    # fewer iterations
+
+Rows: (1) the headline: random init, 10 steps x 3 epochs, 100 images, real batch 1024;
+(2) peak memory vs unroll length T = 30, 100, 300 with and without jax.checkpoint.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def one(steps, epochs, remat, batch, iters, n_inits):
+  import jax
+  import numpy as np
+  from awesome_jax import data, distill
+  from configs import distill as distill_configs
+  c = distill_configs.get_config('mnist')
+  c.distill.steps, c.distill.epochs, c.distill.remat = steps, epochs, remat
+  c.distill.n_inits = n_inits
+  c.outer.batch_size = batch
+  rng = np.random.default_rng(0)
+  fake = data.Dataset('mnist', rng.normal(size=(batch, 28, 28, 1)).astype(np.float32),
+                      rng.integers(0, 10, batch), np.zeros((1, 28, 28, 1), np.float32),
+                      np.zeros(1, np.int32), 10, (0.0,), (1.0,))
+  d = distill.Distiller(c, fake)
+  state = d.init_state(jax.random.key(0), fake.x_train, fake.y_train)
+  x, y = jax.numpy.asarray(fake.x_train), jax.numpy.asarray(fake.y_train)
+  t = time.perf_counter()
+  state, _ = d.outer_step(state, x, y, jax.random.key(0))
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - t
+  times = []
+  for i in range(iters):
+    t = time.perf_counter()
+    state, _ = d.outer_step(state, x, y, jax.random.key(i + 1))
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(json.dumps({'median_s': float(np.median(times)), 'compile_s': compile_s,
+                    'peak_rss_mb': peak_mb}))
+
+
+def run_sub(**kw):
+  out = subprocess.run([sys.executable, __file__, '--one', json.dumps(kw)],
+                       capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--one', default='')
+  ap.add_argument('--quick', action='store_true')
+  args = ap.parse_args()
+  if args.one:
+    return one(**json.loads(args.one))
+  iters = 5 if args.quick else 20
+  print('| what | T | remat | s / outer iter (median) | compile s | peak RSS MB |')
+  print('|---|---|---|---|---|---|')
+  r = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1)
+  print(f'| headline: random init, 100 images, batch 1024 | 30 | no | {r["median_s"]:.3f} '
+        f'| {r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
+  for steps, epochs in ((10, 3), (10, 10), (10, 30)):
+    for remat in (False, True):
+      r = run_sub(steps=steps, epochs=epochs, remat=remat, batch=1024,
+                  iters=max(iters // 4, 2), n_inits=1)
+      print(f'| unroll | {steps * epochs} | {"yes" if remat else "no"} | {r["median_s"]:.3f} '
+            f'| {r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
+
+
+if __name__ == '__main__':
+  main()
