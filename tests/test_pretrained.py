@@ -125,3 +125,14 @@ def test_wrong_shapes_are_named(tmp_path, lite0_checkpoint):
   save_legacy(tmp_path / 'bad.pth', bad)
   with pytest.raises(ValueError, match=r"_fc.*shape \(10,\), expected \(1000,\)"):
     efficientnet_lite.load_lite0(str(tmp_path / 'bad.pth'))
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(3, 1, 9), (5, 2, 10), (3, 2, 7)])
+def test_depthwise_conv_equals_grouped_conv(kernel, stride, size):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 6))
+  ours = efficientnet_lite.DepthwiseConv(kernel, stride)
+  params = ours.init(jax.random.key(1), x)
+  ref = nn.Conv(6, (kernel, kernel), strides=stride, padding='SAME', feature_group_count=6,
+                use_bias=False)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)

@@ -34,6 +34,32 @@ def _relu6(x):
   return jnp.minimum(jnp.maximum(x, 0.0), 6.0)
 
 
+class DepthwiseConv(nn.Module):
+  """Depthwise kxk convolution, TF 'SAME' padding, as a sum of k*k shifted, strided
+  slices times per-channel weights. Same `kernel` (k, k, 1, C) as
+  `nn.Conv(feature_group_count=C)`; XLA:CPU runs it ~10x faster than its grouped conv.
+  """
+  kernel_size: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    k, s = self.kernel_size, self.stride
+    c = x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, c))
+    out_h, out_w = -(-x.shape[1] // s), -(-x.shape[2] // s)
+    pad_h = max((out_h - 1) * s + k - x.shape[1], 0)
+    pad_w = max((out_w - 1) * s + k - x.shape[2], 0)
+    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                    (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    out = 0.0
+    for i in range(k):
+      for j in range(k):
+        window = x[:, i:i + (out_h - 1) * s + 1:s, j:j + (out_w - 1) * s + 1:s, :]
+        out = out + window * kernel[i, j, 0]
+    return out
+
+
 class MBConv(nn.Module):
   """Inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project (+ identity skip)."""
   kernel: int
@@ -49,8 +75,7 @@ class MBConv(nn.Module):
     if self.expand != 1:
       x = nn.Conv(hidden, (1, 1), use_bias=False, name='_expand_conv')(x)
       x = _relu6(_bn('_bn0')(x))
-    x = nn.Conv(hidden, (self.kernel, self.kernel), strides=self.stride, padding='SAME',
-                feature_group_count=hidden, use_bias=False, name='_depthwise_conv')(x)
+    x = DepthwiseConv(self.kernel, self.stride, name='_depthwise_conv')(x)
     x = _relu6(_bn('_bn1')(x))
     x = nn.Conv(self.features_out, (1, 1), use_bias=False, name='_project_conv')(x)
     x = _bn('_bn2')(x)
