@@ -13,21 +13,22 @@ Rows: (1) the headline: random init, 10 steps x 3 epochs, 100 images, real batch
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
 
 
-def one(steps, epochs, remat, batch, iters, n_inits):
+def one(steps, epochs, remat, batch, iters, n_inits, conv_impl='matmul'):
   import jax
   import numpy as np
   from awesome_jax import data, distill
-  from configs import distill as distill_configs
-  c = distill_configs.get_config('mnist')
+  c = load_config('mnist')
   c.distill.steps, c.distill.epochs, c.distill.remat = steps, epochs, remat
   c.distill.n_inits = n_inits
   c.outer.batch_size = batch
+  c.model.kwargs.conv_impl = conv_impl
   rng = np.random.default_rng(0)
   fake = data.Dataset('mnist', rng.normal(size=(batch, 28, 28, 1)).astype(np.float32),
                       rng.integers(0, 10, batch), np.zeros((1, 28, 28, 1), np.float32),
@@ -50,6 +51,17 @@ def one(steps, epochs, remat, batch, iters, n_inits):
                     'peak_rss_mb': peak_mb}))
 
 
+def load_config(preset):
+  """configs/distill.py:preset, loaded by path as `--config=` does."""
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'configs', 'distill.py')
+  spec = importlib.util.spec_from_file_location('distill_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
 def run_sub(**kw):
   out = subprocess.run([sys.executable, __file__, '--one', json.dumps(kw)],
                        capture_output=True, text=True, check=True)
@@ -60,6 +72,7 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument('--one', default='')
   ap.add_argument('--quick', action='store_true')
+  ap.add_argument('--headline-only', action='store_true')
   args = ap.parse_args()
   if args.one:
     return one(**json.loads(args.one))
@@ -69,6 +82,12 @@ def main():
   r = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1)
   print(f'| headline: random init, 100 images, batch 1024 | 30 | no | {r["median_s"]:.3f} '
         f'| {r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
+  r = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1,
+              conv_impl='xla')
+  print(f'| same, direct port (nn.Conv + nn.max_pool) | 30 | no | {r["median_s"]:.3f} '
+        f'| {r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
+  if args.headline_only:
+    return
   for steps, epochs in ((10, 3), (10, 10), (10, 30)):
     for remat in (False, True):
       r = run_sub(steps=steps, epochs=epochs, remat=remat, batch=1024,

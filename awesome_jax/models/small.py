@@ -47,15 +47,25 @@ def max_pool_2x2(x):
 
 
 class LeNet(nn.Module):
-  """conv6@5x5(pad 2)-pool-conv16@5x5-pool-120-84-classes (MNIST, 28x28x1)."""
+  """conv6@5x5(pad 2)-pool-conv16@5x5-pool-120-84-classes (MNIST, 28x28x1).
+
+  conv_impl: 'matmul' (MatmulConv + reshape pooling, fast on CPU) or 'xla' (nn.Conv +
+  nn.max_pool); same parameters and outputs either way.
+  """
   num_classes: int = 10
+  conv_impl: str = 'matmul'
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(MatmulConv(6, (5, 5), padding=2)(x))
-    x = max_pool_2x2(x)
-    x = nn.relu(MatmulConv(16, (5, 5))(x))
-    x = max_pool_2x2(x)
+    if self.conv_impl == 'matmul':
+      conv, pool = MatmulConv, max_pool_2x2
+    else:
+      conv = lambda f, k, padding=0: nn.Conv(f, k, padding=padding, kernel_init=xavier)
+      pool = lambda y: nn.max_pool(y, (2, 2), (2, 2))
+    x = nn.relu(conv(6, (5, 5), padding=2)(x))
+    x = pool(x)
+    x = nn.relu(conv(16, (5, 5))(x))
+    x = pool(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(120, kernel_init=xavier)(x))
     x = nn.relu(nn.Dense(84, kernel_init=xavier)(x))
