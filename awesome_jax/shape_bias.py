@@ -217,7 +217,9 @@ def shape_bias(trials):
   texture_hits = int(np.sum(conflict & (trials.response == trials.texture)))
   n = int(conflict.sum())
   return {
-      'shape_bias': shape_hits / max(shape_hits + texture_hits, 1),
+      # undefined (nan) without conflict trials answered by shape or texture
+      'shape_bias': (shape_hits / (shape_hits + texture_hits) if shape_hits + texture_hits
+                     else float('nan')),
       'shape_acc': shape_hits / max(n, 1),    # fraction of conflict trials answered by shape
       'texture_acc': texture_hits / max(n, 1),
       'shape_hits': shape_hits, 'texture_hits': texture_hits,
@@ -234,8 +236,7 @@ def shape_bias_per_class(trials, categories=CATEGORIES):
     sel = trials.shape == c
     sub = Trials(trials.observer, trials.key[sel], trials.shape[sel], trials.texture[sel],
                  trials.response[sel])
-    r = shape_bias(sub)
-    out[c] = r['shape_bias'] if r['shape_hits'] + r['texture_hits'] else float('nan')
+    out[c] = shape_bias(sub)['shape_bias']
   return out
 
 
@@ -324,13 +325,14 @@ def compare_to_humans(model, humans):
 def human_summary(humans):
   """Pooled and per-subject shape bias, and the mean human-human kappa."""
   per = {h: shape_bias(t)['shape_bias'] for h, t in humans.items()}
+  defined = [v for v in per.values() if not np.isnan(v)]
   names = sorted(humans)
   pair_kappas = [error_consistency(humans[a], humans[b])['kappa']
                  for i, a in enumerate(names) for b in names[i + 1:]]
   return {
       'pooled': shape_bias(pool(humans.values())),
       'per_subject_shape_bias': per,
-      'shape_bias_range': [min(per.values()), max(per.values())],
+      'shape_bias_range': [min(defined), max(defined)] if defined else None,
       'human_human_kappa_mean': float(np.mean(pair_kappas)) if pair_kappas else float('nan'),
       'human_human_pairs': len(pair_kappas),
   }
