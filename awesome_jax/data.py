@@ -322,6 +322,27 @@ def load(name, source='auto', data_dir='', tfds_data_dir='', cache_dir=None):
   return load_tfds(name, tfds_data_dir)
 
 
+class EpochBatches:
+  """Deterministic batches: batch `step` is a slice of its epoch's permutation.
+
+  The permutation of epoch e is drawn from `seed` and e only, so a resumed run sees
+  exactly the batches an uninterrupted run would.
+  """
+
+  def __init__(self, x, y, batch_size, seed):
+    self.x, self.y, self.batch_size, self.seed = x, y, min(batch_size, len(x)), seed
+    self.per_epoch = len(x) // self.batch_size
+    self._epoch, self._perm = None, None
+
+  def __call__(self, step):
+    epoch, i = divmod(step, self.per_epoch)
+    if epoch != self._epoch:
+      self._epoch = epoch
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+    idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+    return self.x[idx], self.y[idx]
+
+
 def resize(x, size):
   """Bilinear resize of NHWC images to (size, size) (e.g. USPS 16x16 -> 28x28)."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -162,27 +162,6 @@ def check_config(config, data_shape=None, num_classes=None):
 # ------------------------------------------------------------------ training
 
 
-class RealBatches:
-  """Deterministic real batches: batch `step` is a slice of epoch's permutation.
-
-  The permutation of epoch e is drawn from `seed` and e only, so a resumed run sees
-  exactly the batches an uninterrupted run would.
-  """
-
-  def __init__(self, x, y, batch_size, seed):
-    self.x, self.y, self.batch_size, self.seed = x, y, min(batch_size, len(x)), seed
-    self.per_epoch = len(x) // self.batch_size
-    self._epoch, self._perm = None, None
-
-  def __call__(self, step):
-    epoch, i = divmod(step, self.per_epoch)
-    if epoch != self._epoch:
-      self._epoch = epoch
-      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
-    idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
-    return self.x[idx], self.y[idx]
-
-
 class Distiller:
   """Everything about one distillation problem that does not change during a run."""
 
@@ -387,7 +366,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
     state = checkpointer.restore(state)
     print(f'Resumed from step {int(state["step"])} in {workdir}')
   start = int(state['step'])
-  batches = RealBatches(x_train, y_train, config.outer.batch_size, config.seed)
+  batches = data_lib.EpochBatches(x_train, y_train, config.outer.batch_size, config.seed)
   writer = metrics_lib.MetricWriter(workdir)
   base_key = jax.random.key(config.seed + 1)
 

@@ -20,14 +20,16 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def tasks():
-  from awesome_jax import distill, shape_bias_task  # pylint: disable=g-import-not-at-top
-  return {'distill': distill.run, 'shape_bias': shape_bias_task.run}
+  from awesome_jax import distill, edge_popup, shape_bias_task  # pylint: disable=g-import-not-at-top
+  return {'distill': distill.run, 'shape_bias': shape_bias_task.run,
+          'edge_popup': edge_popup.run}
 
 
 def user_errors():
-  from awesome_jax import data, distill, models, pretrained, shape_bias  # pylint: disable=g-import-not-at-top
+  from awesome_jax import data, distill, models, pretrained, shape_bias, supermask, train  # pylint: disable=g-import-not-at-top
   return (data.DataError, distill.ConfigError, models.ModelError,
-          pretrained.CheckpointFormatError, shape_bias.StimulusError)
+          pretrained.CheckpointFormatError, shape_bias.StimulusError,
+          supermask.SupermaskConfigError, train.TrainConfigError)
 
 
 def main(argv):

@@ -111,7 +111,7 @@ def test_distillation_beats_its_initial_synthetic_data():
   ds, d, state, _, _ = make_problem(config)
   x = ds.normalize(ds.x_train)
   x_test = ds.normalize(ds.x_test)
-  batches = distill.RealBatches(x, ds.y_train, 128, seed=0)
+  batches = data.EpochBatches(x, ds.y_train, 128, seed=0)
 
   def test_acc(st):
     return distill._evaluate(d, st, x_test, ds.y_test, num=8, seed=123).mean()
@@ -124,12 +124,12 @@ def test_distillation_beats_its_initial_synthetic_data():
   assert after > 0.85
 
 
-def test_real_batches_are_deterministic_epochs():
+def test_epoch_batches_are_deterministic():
   x = np.arange(10)[:, None].astype(np.float32)
-  b = distill.RealBatches(x, np.arange(10), 3, seed=0)
+  b = data.EpochBatches(x, np.arange(10), 3, seed=0)
   first_epoch = np.concatenate([b(i)[1] for i in range(3)])
   assert len(set(first_epoch.tolist())) == 9  # a permutation, no repeats within an epoch
-  again = distill.RealBatches(x, np.arange(10), 3, seed=0)
+  again = data.EpochBatches(x, np.arange(10), 3, seed=0)
   np.testing.assert_array_equal(again(4)[1], b(4)[1])
 
 

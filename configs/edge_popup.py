@@ -1,0 +1,62 @@
+"""edge-popup (Ramanujan et al. 2020): supermasks of random Conv-N nets on CIFAR-10.
+
+Presets (`configs/edge_popup.py:PRESET`):
+  conv4        (default) masked Conv4, keep 50 %, signed constant, the paper's SGD recipe
+  conv4_dense  the dense Conv4 baseline (SGD lr 0.01 as the authors' baselines)
+  tiny         synthetic 8x8 data, Conv2 at width 0.25, a few steps (tests)
+"""
+
+import ml_collections
+
+
+def get_config(preset='conv4'):
+  c = ml_collections.ConfigDict()
+  c.task = 'edge_popup'
+  c.seed = 0                      # seeds the frozen weights, scores, batches, augmentation
+  c.progress_bar = True
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'cifar10'         # cifar10 | mnist | synthetic | ...
+  c.data.source = 'auto'          # auto (files if data_dir else tfds) | tfds | files
+  c.data.data_dir = ''            # folder of CIFAR-10 batches / image folder / its .tar.gz
+  c.data.tfds_data_dir = ''
+
+  c.model = ml_collections.ConfigDict()
+  c.model.depth = 4               # Conv2 / Conv4 / Conv6 / Conv8
+  c.model.width = 1.0             # channel multiplier
+  c.model.mode = 'masked'         # masked (edge-popup) | dense (baseline)
+  c.model.keep_fraction = 0.5     # fraction of each layer's weights KEPT, in (0, 1]
+  c.model.weight_init = 'signed_constant'  # kaiming_normal | signed_constant | scaled_signed_constant
+  c.model.norm = 'none'           # none (the authors' Conv-N) | batchnorm (non-affine)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.optimizer = 'sgd'       # sgd | adam
+  c.train.lr = 0.1                # the paper's masked runs; dense baselines use 0.01
+  c.train.momentum = 0.9
+  c.train.weight_decay = 1e-4
+  c.train.batch_size = 128
+  c.train.epochs = 100            # cosine decay over all of them
+  c.train.max_steps = 0           # stop earlier (0 = epochs * steps per epoch)
+  c.train.augment = True          # random crop (pad 4) + horizontal flip
+
+  c.eval_every = 0                # steps between test evaluations + checkpoints (0 = epoch)
+  c.log_every = 50
+
+  if preset == 'conv4':
+    pass
+  elif preset == 'conv4_dense':
+    c.model.mode = 'dense'
+    c.train.lr = 0.01
+  elif preset == 'tiny':
+    c.data.name = 'synthetic'
+    c.model.depth = 2
+    c.model.width = 0.25
+    c.train.batch_size = 32
+    c.train.epochs = 4
+    c.train.lr = 0.1
+    c.train.augment = False
+    c.log_every = 5
+  else:
+    raise ValueError(f'configs/edge_popup.py:{preset}: unknown preset; allowed: conv4, '
+                     'conv4_dense, tiny')
+  return c

@@ -1,0 +1,136 @@
+"""edge-popup: top-k masks, straight-through gradients, frozen weights, a tiny run."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from awesome_jax import data, edge_popup, supermask
+from awesome_jax import train as train_lib
+from awesome_jax.models import conv_n
+from configs import edge_popup as edge_popup_configs
+
+
+@pytest.mark.parametrize('k', [0.1, 0.3, 0.5, 0.77, 1.0])
+def test_exactly_round_k_n_kept_per_layer(k):
+  model = conv_n.ConvN(depth=2, width=0.25, keep_fraction=k)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  masks = supermask.layer_masks(v['params'], k)
+  assert set(masks) == {'conv_0', 'conv_1', 'fc_0', 'fc_1', 'fc_2'}
+  for name, mask in masks.items():
+    n = mask.size
+    assert int(mask.sum()) == int(round(k * n)), name
+    scores = np.abs(np.asarray(v['params'][name]['scores'])).ravel()
+    kept = np.asarray(mask).ravel() == 1
+    if 0 < kept.sum() < n:  # kept scores are the largest ones
+      assert scores[kept].min() >= scores[~kept].max()
+
+
+def test_straight_through_gradient():
+  """d loss/d scores = sign(scores) * w * (d loss / d w_eff), with w_eff = w * mask."""
+  key_w, key_s, key_x = jax.random.split(jax.random.key(0), 3)
+  w = jax.random.normal(key_w, (6, 4))
+  scores = jax.random.normal(key_s, (6, 4))
+  x = jax.random.normal(key_x, (5, 6))
+  loss = lambda w_eff: jnp.sum(jnp.tanh(x @ w_eff) ** 2)
+  g_scores = jax.grad(lambda s: loss(w * supermask.ste_mask(s, 0.5)))(scores)
+  mask = supermask.topk_mask(scores, 0.5)
+  g_eff = jax.grad(loss)(w * mask)
+  np.testing.assert_allclose(g_scores, jnp.sign(scores) * w * g_eff, rtol=1e-6)
+  # and the forward pass is exactly the masked weights
+  np.testing.assert_array_equal(w * supermask.ste_mask(scores, 0.5), w * mask)
+
+
+def test_weight_inits():
+  k = 0.25
+  fan_in = 3 * 3 * 16
+  std = np.sqrt(2 / fan_in)
+  sc = supermask.init_weights(jax.random.key(0), (3, 3, 16, 8), fan_in, 'signed_constant')
+  np.testing.assert_allclose(np.unique(np.abs(sc)), [std], rtol=1e-6)
+  assert 0.4 < float((sc > 0).mean()) < 0.6
+  scaled = supermask.init_weights(jax.random.key(0), (3, 3, 16, 8), fan_in,
+                                  'scaled_signed_constant', k)
+  np.testing.assert_allclose(np.unique(np.abs(scaled)), [std / np.sqrt(k)], rtol=1e-6)
+  kn = supermask.init_weights(jax.random.key(1), (200, 300), 200, 'kaiming_normal')
+  assert abs(float(kn.std()) - np.sqrt(2 / 200)) < 0.005
+
+
+def make_trainer(mode='masked'):
+  config = edge_popup_configs.get_config('tiny')
+  config.model.mode = mode
+  model = edge_popup.build_model(config.model, 4)
+  return train_lib.Trainer(model, config.train, (8, 8, 1), total_steps=10), config
+
+
+def test_frozen_weights_never_change_and_scores_do():
+  trainer, _ = make_trainer()
+  state = trainer.init_state(jax.random.key(0))
+  assert 'frozen' in state
+  frozen0 = jax.tree_util.tree_map(np.asarray, state['frozen'])
+  scores0 = jax.tree_util.tree_map(np.asarray, state['params'])
+  # the optimizer state holds only the scores (same tree as params), never the weights
+  opt_leaves = sum(l.size for l in jax.tree_util.tree_leaves(state['opt']))
+  assert opt_leaves <= 2 * sum(l.size for l in jax.tree_util.tree_leaves(state['params'])) + 10
+  ds = data.make_synthetic()
+  x, y = ds.normalize(ds.x_train[:32]), ds.y_train[:32]
+  for i in range(3):
+    state, _ = trainer.train_step(state, x, y, jax.random.key(i))
+  for a, b in zip(jax.tree_util.tree_leaves(frozen0), jax.tree_util.tree_leaves(state['frozen'])):
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == b.dtype
+  changed = [not np.array_equal(a, b) for a, b in
+             zip(jax.tree_util.tree_leaves(scores0), jax.tree_util.tree_leaves(state['params']))]
+  assert all(changed)
+  assert trainer.train_step._cache_size() == 1
+
+
+def test_tiny_run_learns_what_a_random_mask_cannot(tmp_path):
+  config = edge_popup_configs.get_config('tiny')
+  config.progress_bar = False
+  r = edge_popup.run(config, str(tmp_path))
+  assert r['test_acc'] > 0.9, r
+  assert r['random_mask_test_acc'] < 0.5, r   # 4 balanced classes: chance is 0.25
+  assert all(abs(v - 0.5) < 1e-3 for v in r['kept_fraction_per_layer'].values())
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['test_acc'] == r['test_acc']
+  # the exported subnetwork, loaded as plain weights into the dense model, is the same net
+  dense = edge_popup.build_model(_dense(config.model), 4)
+  params = edge_popup.load_subnetwork(str(tmp_path / 'subnetwork.npz'))
+  masked_model = edge_popup.build_model(config.model, 4)
+  ds = data.make_synthetic()
+  x = ds.normalize(ds.x_test[:16])
+  trainer, _ = make_trainer()
+  state = trainer.init_state(jax.random.key(config.seed))
+  from awesome_jax import checkpoint as ckpt_lib
+  state = ckpt_lib.Checkpointer(str(tmp_path / 'checkpoints')).restore(state)
+  want = masked_model.apply(trainer.variables(state), x)
+  got = dense.apply({'params': params}, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _dense(m):
+  d = m.copy_and_resolve_references()
+  d.mode = 'dense'
+  return d
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.model.keep_fraction=0', 'model.keep_fraction=0.0: must be in (0, 1]'),
+    ('--config.model.keep_fraction=1.5', 'model.keep_fraction=1.5'),
+    ('--config.model.weight_init=xavier', "model.weight_init='xavier': unknown; allowed: "
+                                          'kaiming_normal, signed_constant'),
+    ('--config.model.depth=5', 'model.depth=5: allowed: 2, 4, 6, 8'),
+    ('--config.train.optimizer=rmsprop', "train.optimizer='rmsprop'"),
+])
+def test_config_errors_are_one_line(tmp_path, override, message):
+  out = subprocess.run([sys.executable, '-m', 'awesome_jax.main',
+                        '--config=configs/edge_popup.py:tiny', f'--workdir={tmp_path}',
+                        override], capture_output=True, text=True)
+  assert out.returncode == 2, out.stderr[-2000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and message in last
+  assert 'Traceback' not in out.stderr
