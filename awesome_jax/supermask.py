@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from awesome_jax.models.small import conv_as_matmul
+
 WEIGHT_INITS = ('kaiming_normal', 'signed_constant', 'scaled_signed_constant')
 
 
@@ -39,13 +41,39 @@ def num_kept(n, keep_fraction):
 
 
 def topk_mask(scores, keep_fraction):
-  """1.0 at the round(keep_fraction * n) entries of largest |score|, 0.0 elsewhere."""
-  flat = jnp.abs(scores).ravel()
-  n = flat.size
+  """1.0 at the round(keep_fraction * n) entries of largest |score|, 0.0 elsewhere.
+
+  The smallest kept |score| t is found exactly by a binary search on the float bits
+  (|score| >= 0, so its int32 bit pattern orders like the value): 31 counting passes,
+  much cheaper on CPU than sorting a 2M-weight layer. Everything above t is kept, and of
+  the entries equal to t the first ones (by index) until exactly round(k n) are.
+  """
+  a = jnp.abs(scores).ravel()
+  n = a.size
   keep = num_kept(n, keep_fraction)
-  order = jnp.argsort(flat)  # ascending; a full sort, as the original
-  mask = jnp.zeros((n,), scores.dtype).at[order[n - keep:]].set(1.0)
-  return mask.reshape(scores.shape)
+  if keep >= n:
+    return jnp.ones_like(scores)
+  if keep == 0:
+    return jnp.zeros_like(scores)
+  threshold = kth_largest(a, keep)
+  above = a > threshold
+  tie = a == threshold
+  mask = above | (tie & (jnp.cumsum(tie) <= keep - jnp.sum(above)))
+  return mask.astype(scores.dtype).reshape(scores.shape)
+
+
+def kth_largest(a, k):
+  """The k-th largest entry of a non-negative float32 vector (k >= 1), exactly."""
+  bits = jax.lax.bitcast_convert_type(a.astype(jnp.float32), jnp.int32)
+
+  def halve(_, bounds):  # invariant: #(bits >= lo) >= k > #(bits >= hi)
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    enough = jnp.sum(bits >= mid) >= k
+    return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.int32(0), jnp.int32(0x7F800001)))
+  return jax.lax.bitcast_convert_type(lo, jnp.float32)
 
 
 def ste_mask(scores, keep_fraction):
@@ -88,8 +116,8 @@ class MaskedConv(nn.Module):
         self.make_rng('params'), shape, fan_in, self.weight_init, self.keep_fraction)).value
     scores = self.param('scores', score_init(fan_in), shape)
     w_eff = w * ste_mask(scores, self.keep_fraction)
-    return jax.lax.conv_general_dilated(x, w_eff, (1, 1), 'SAME',
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    # 'SAME' padding for odd kernels; matmul form: 4x faster to differentiate on XLA:CPU
+    return conv_as_matmul(x, w_eff, self.kernel_size[0] // 2)
 
 
 class MaskedDense(nn.Module):

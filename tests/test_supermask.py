@@ -30,6 +30,22 @@ def test_exactly_round_k_n_kept_per_layer(k):
       assert scores[kept].min() >= scores[~kept].max()
 
 
+def test_kth_largest_is_exact():
+  a = np.abs(np.random.default_rng(1).normal(size=1001)).astype(np.float32)
+  for k in (1, 2, 500, 1000, 1001):
+    assert float(supermask.kth_largest(jnp.asarray(a), k)) == np.sort(a)[::-1][k - 1]
+  assert float(supermask.kth_largest(jnp.zeros(5), 3)) == 0.0
+
+
+def test_ties_still_keep_exactly_round_k_n():
+  scores = jnp.asarray(np.random.default_rng(0).integers(-3, 4, (40, 25)), jnp.float32)
+  for k in (0.1, 0.5, 0.9):
+    mask = np.asarray(supermask.topk_mask(scores, k))
+    assert int(mask.sum()) == int(round(k * scores.size))
+    a = np.abs(np.asarray(scores))
+    assert a[mask == 1].min() >= a[mask == 0].max()
+
+
 def test_straight_through_gradient():
   """d loss/d scores = sign(scores) * w * (d loss / d w_eff), with w_eff = w * mask."""
   key_w, key_s, key_x = jax.random.split(jax.random.key(0), 3)

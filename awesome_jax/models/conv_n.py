@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from awesome_jax import supermask
+from awesome_jax.models.small import MatmulConv
 
 WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512)
 kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
@@ -32,8 +33,8 @@ class ConvN(nn.Module):
     if self.mode == 'masked':
       return supermask.MaskedConv(features, (3, 3), self.keep_fraction, self.weight_init,
                                   name=name)
-    return nn.Conv(features, (3, 3), padding='SAME', use_bias=False,
-                   kernel_init=kaiming_normal, name=name)
+    return MatmulConv(features, (3, 3), padding=1, use_bias=False,
+                      kernel_init=kaiming_normal, name=name)
 
   def _dense(self, features, name):
     if self.mode == 'masked':
