@@ -438,3 +438,80 @@ def _summary(results):
     lines.append(f'  baseline {name:12s} (lr {b["lr"]:.3g}): {100 * b["test_acc_mean"]:.2f}'
                  f' +/- {100 * b["test_acc_std"]:.2f} %')
   return '\n'.join(lines)
+
+
+# ------------------------------------------------------- evaluating a saved set
+
+SCHEDULES = ('distilled', 'minibatch')
+
+
+def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3,
+                       batch_size=10):
+  """Trains `num_nets` fresh nets on a loaded distilled set `z` (see load_distilled).
+
+  schedule='distilled': its own step order and learned lrs (what it was made for);
+  'minibatch': plain SGD with a fixed `lr`, `epochs` passes over the images shuffled
+  into batches of `batch_size`, targets as stored.
+  Returns (model, trained params with a leading axis of num_nets).
+  """
+  if schedule not in SCHEDULES:
+    raise ConfigError(f'eval.schedule={schedule!r}: unknown; allowed: {", ".join(SCHEDULES)}')
+  xs, ys = jnp.asarray(z['images_normalized']), jnp.asarray(z['targets'])
+  num_classes = ys.shape[-1]
+  model = models.build(str(z['model']), num_classes, xs.shape[2:],
+                       **json.loads(str(z['model_kwargs'])))
+  apply_fn = lambda p, x: model.apply({'params': p}, x)
+  # the same inits as Distiller.eval_inits for the same key: a saved set reproduces its
+  # run's evaluation
+  params0 = jax.vmap(lambda k: model.init(k, jnp.zeros_like(xs[0, :1]))['params'])(
+      jax.random.split(key, num_nets))
+  k_order = jax.random.fold_in(key, 1_000_003)
+  if schedule == 'distilled':
+    lrs = jnp.asarray(z['lrs'])
+  else:
+    flat_x = xs.reshape((-1,) + xs.shape[2:])
+    flat_y = ys.reshape((-1, num_classes))
+    n = flat_x.shape[0]
+    per_epoch = max(n // batch_size, 1)
+    order = jnp.concatenate([jax.random.permutation(jax.random.fold_in(k_order, e), n)
+                             [:per_epoch * batch_size] for e in range(epochs)])
+    xs = flat_x[order].reshape((epochs * per_epoch, batch_size) + flat_x.shape[1:])
+    ys = flat_y[order].reshape((epochs * per_epoch, batch_size, num_classes))
+    lrs = jnp.full((epochs * per_epoch,), lr, jnp.float32)
+  train = jax.jit(jax.vmap(lambda p: inner_sgd(apply_fn, p, xs, ys, lrs)))
+  return model, train(params0)
+
+
+def evaluate_saved(config, workdir):
+  """The 'distill_eval' task: test accuracy of fresh nets trained on config.eval.npz."""
+  z = load_distilled(config.eval.npz)
+  if str(z['dataset']) != config.data.name:
+    raise ConfigError(f'data.name={config.data.name!r} but {config.eval.npz} was distilled '
+                      f'from {str(z["dataset"])!r}')
+  dataset = data_lib.load(config.data.name, config.data.source, config.data.data_dir,
+                          config.data.tfds_data_dir)
+  mean, std = z['mean'], z['std']  # the set's own normalisation, not the loader's
+  x_test = (dataset.x_test - mean) / std
+  model, trained = train_on_distilled(
+      z, jax.random.key(config.eval.seed), config.eval.num_inits, config.eval.schedule,
+      config.eval.lr, config.eval.epochs, config.eval.batch_size)
+  correct = jax.jit(lambda p, x, y: jnp.sum(
+      jnp.argmax(model.apply({'params': p}, x), -1) == y))
+  accs = []
+  for i in range(config.eval.num_inits):
+    p = jax.tree_util.tree_map(lambda a, i=i: a[i], trained)
+    hits = sum(int(correct(p, x_test[j:j + 1000], dataset.y_test[j:j + 1000]))
+               for j in range(0, len(x_test), 1000))
+    accs.append(hits / len(x_test))
+  accs = np.array(accs)
+  results = {'npz': config.eval.npz, 'schedule': config.eval.schedule,
+             'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
+             'test_acc_all': [float(a) for a in accs], 'eval_nets': len(accs)}
+  if config.eval.schedule == 'minibatch':
+    results.update(lr=config.eval.lr, epochs=config.eval.epochs,
+                   batch_size=config.eval.batch_size)
+  with open(os.path.join(workdir, 'eval_results.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'{config.eval.npz} ({config.eval.schedule} schedule): test acc '
+        f'{100 * accs.mean():.2f} +/- {100 * accs.std():.2f} % over {len(accs)} nets')
+  return results

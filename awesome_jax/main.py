@@ -21,7 +21,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def tasks():
   from awesome_jax import distill, edge_popup, shape_bias_task  # pylint: disable=g-import-not-at-top
-  return {'distill': distill.run, 'shape_bias': shape_bias_task.run,
+  return {'distill': distill.run, 'distill_eval': distill.evaluate_saved,
+          'shape_bias': shape_bias_task.run,
           'edge_popup': edge_popup.run}
 
 

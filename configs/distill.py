@@ -5,6 +5,8 @@ Presets as config strings: `configs/distill.py:PRESET`, PRESET one of
   mnist_fixed  LeNet, fixed init, 1 step x 3 epochs, 10 images (paper: 93.8%)
   cifar10      AlexCifarNet, random init, 100 images (paper: 36.8%)
   tiny         scikit-learn digits, MLP, a few outer steps (tests, smoke runs)
+  evaluate     task distill_eval: train fresh nets on a saved distilled.npz
+               (--config.eval.npz=PATH, --config.eval.schedule=distilled|minibatch)
 Override any field: `--config.outer.steps=2000`.
 """
 
@@ -59,6 +61,12 @@ def get_config(preset='mnist'):
   c.eval.baseline_lrs = (0.003, 0.01, 0.03, 0.1, 0.3)  # fixed-lr grid, tuned on val
   c.eval.tune_inits = 5
   c.eval.val_size = 5000          # held-out training images for baseline lr tuning
+  # task distill_eval only:
+  c.eval.npz = ''                 # a distilled.npz to evaluate
+  c.eval.schedule = 'distilled'   # distilled (its own order + lrs) | minibatch (plain SGD)
+  c.eval.lr = 0.01                # minibatch: fixed lr
+  c.eval.epochs = 3               # minibatch: passes over the images
+  c.eval.batch_size = 10          # minibatch: images per step
 
   c.checkpoint_every = 100
   c.log_every = 10
@@ -90,7 +98,9 @@ def get_config(preset='mnist'):
     c.eval.baseline_lrs = (0.03, 0.3)
     c.checkpoint_every = 5
     c.log_every = 5
+  elif preset == 'evaluate':
+    c.task = 'distill_eval'
   else:
     raise ValueError(f'configs/distill.py:{preset}: unknown preset; allowed: '
-                     'mnist, mnist_fixed, cifar10, tiny')
+                     'mnist, mnist_fixed, cifar10, tiny, evaluate')
   return c

@@ -40,6 +40,20 @@ def test_end_to_end_tiny_run(tmp_path):
   assert set(saved['baselines']) == {'random_real', 'class_means', 'kmeans'}
   assert results['test_acc_mean'] == saved['test_acc_mean']
 
+  # the saved set alone reproduces the run's evaluation with its own schedule ...
+  config.task = 'distill_eval'
+  config.eval.npz = str(tmp_path / 'distilled.npz')
+  again = distill.evaluate_saved(config, str(tmp_path))
+  np.testing.assert_allclose(again['test_acc_all'], saved['test_acc_all'], atol=1e-9)
+  # ... and also trains with plain minibatch SGD
+  config.eval.schedule = 'minibatch'
+  config.eval.lr = 0.1
+  mb = distill.evaluate_saved(config, str(tmp_path))
+  assert mb['eval_nets'] == 4 and 0 <= mb['test_acc_mean'] <= 1
+  config.eval.schedule = 'adam'
+  with pytest.raises(distill.ConfigError, match="eval.schedule='adam'"):
+    distill.evaluate_saved(config, str(tmp_path))
+
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
   overrides = ['--config.outer.steps=40', '--config.checkpoint_every=2',
