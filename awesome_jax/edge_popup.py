@@ -117,3 +117,63 @@ def run(config, workdir):
         (f' (random mask of the same keep_fraction: '
          f'{100 * results["random_mask_test_acc"]:.2f} %)' if m.mode == 'masked' else ''))
   return results
+
+
+def sweep(config, workdir):
+  """The 'edge_popup_sweep' task: one run per (keep_fraction, weight_init) plus the dense
+  baseline, each in its own sub-workdir (resumable; finished runs are not redone).
+  Writes sweep.csv and sweep.png (test accuracy vs % of weights kept, dense as a line)."""
+  ks = [float(k) for k in config.sweep.keep_fractions.split(',') if k.strip()]
+  inits = [i.strip() for i in config.sweep.weight_inits.split(',') if i.strip()]
+  for k in ks:
+    supermask.check_keep_fraction(k, 'sweep.keep_fractions')
+  for i in inits:
+    supermask.check_weight_init(i, 'sweep.weight_inits')
+
+  def sub(name, **fields):
+    path = os.path.join(workdir, name)
+    done = os.path.join(path, 'results.json')
+    if os.path.exists(done):
+      with open(done) as f:
+        return json.load(f)
+    c = config.copy_and_resolve_references()
+    for key, value in fields.items():
+      section, field = key.split('.')
+      c[section][field] = value
+    os.makedirs(path, exist_ok=True)
+    return run(c, path)
+
+  rows = []
+  dense = sub('dense', **{'model.mode': 'dense', 'train.lr': config.sweep.dense_lr})
+  rows.append(('dense', '', 1.0, dense['test_acc'], ''))
+  for init in inits:
+    for k in ks:
+      r = sub(f'k{k:g}_{init}', **{'model.mode': 'masked', 'model.keep_fraction': k,
+                                   'model.weight_init': init})
+      rows.append(('masked', init, k, r['test_acc'], r['random_mask_test_acc']))
+  with open(os.path.join(workdir, 'sweep.csv'), 'w') as f:
+    f.write('mode,weight_init,keep_fraction,test_acc,random_mask_test_acc\n')
+    for row in rows:
+      f.write(','.join(str(v) for v in row) + '\n')
+  plot_sweep(os.path.join(workdir, 'sweep.png'), rows, f'conv{config.model.depth}')
+  return {'rows': rows}
+
+
+def plot_sweep(path, rows, title):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for init in sorted({r[1] for r in rows if r[0] == 'masked'}):
+    pts = sorted((r[2], r[3]) for r in rows if r[1] == init)
+    ax.plot([100 * k for k, _ in pts], [100 * a for _, a in pts], marker='o', label=init)
+  for r in rows:
+    if r[0] == 'dense':
+      ax.axhline(100 * r[3], color='k', ls='--', label='dense (learned weights)')
+  ax.set_xlabel('% of weights kept')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -23,7 +23,7 @@ def tasks():
   from awesome_jax import distill, edge_popup, shape_bias_task  # pylint: disable=g-import-not-at-top
   return {'distill': distill.run, 'distill_eval': distill.evaluate_saved,
           'shape_bias': shape_bias_task.run,
-          'edge_popup': edge_popup.run}
+          'edge_popup': edge_popup.run, 'edge_popup_sweep': edge_popup.sweep}
 
 
 def user_errors():

@@ -4,6 +4,8 @@ Presets (`configs/edge_popup.py:PRESET`):
   conv4        (default) masked Conv4, keep 50 %, signed constant, the paper's SGD recipe
   conv4_dense  the dense Conv4 baseline (SGD lr 0.01 as the authors' baselines)
   tiny         synthetic 8x8 data, Conv2 at width 0.25, a few steps (tests)
+  sweep        task edge_popup_sweep: accuracy vs keep_fraction per init + dense line
+  sweep_tiny   the sweep on the tiny setting (tests)
 """
 
 import ml_collections
@@ -39,6 +41,11 @@ def get_config(preset='conv4'):
   c.train.max_steps = 0           # stop earlier (0 = epochs * steps per epoch)
   c.train.augment = True          # random crop (pad 4) + horizontal flip
 
+  c.sweep = ml_collections.ConfigDict()  # task edge_popup_sweep only
+  c.sweep.keep_fractions = '0.1,0.3,0.5,0.7,0.9'
+  c.sweep.weight_inits = 'signed_constant,kaiming_normal'
+  c.sweep.dense_lr = 0.01         # the dense baseline's lr (the authors' baselines)
+
   c.eval_every = 0                # steps between test evaluations + checkpoints (0 = epoch)
   c.log_every = 50
 
@@ -47,7 +54,7 @@ def get_config(preset='conv4'):
   elif preset == 'conv4_dense':
     c.model.mode = 'dense'
     c.train.lr = 0.01
-  elif preset == 'tiny':
+  elif preset in ('tiny', 'sweep_tiny'):
     c.data.name = 'synthetic'
     c.model.depth = 2
     c.model.width = 0.25
@@ -56,7 +63,14 @@ def get_config(preset='conv4'):
     c.train.lr = 0.1
     c.train.augment = False
     c.log_every = 5
+    if preset == 'sweep_tiny':
+      c.task = 'edge_popup_sweep'
+      c.sweep.keep_fractions = '0.3,0.7'
+      c.sweep.weight_inits = 'signed_constant'
+      c.sweep.dense_lr = 0.1
+  elif preset == 'sweep':
+    c.task = 'edge_popup_sweep'
   else:
     raise ValueError(f'configs/edge_popup.py:{preset}: unknown preset; allowed: conv4, '
-                     'conv4_dense, tiny')
+                     'conv4_dense, tiny, sweep, sweep_tiny')
   return c

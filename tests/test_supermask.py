@@ -150,3 +150,22 @@ def test_config_errors_are_one_line(tmp_path, override, message):
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
   assert 'Traceback' not in out.stderr
+
+
+def test_sweep_writes_csv_and_plot_and_skips_finished_runs(tmp_path):
+  config = edge_popup_configs.get_config('sweep_tiny')
+  config.progress_bar = False
+  config.train.max_steps = 10
+  edge_popup.sweep(config, str(tmp_path))
+  lines = (tmp_path / 'sweep.csv').read_text().splitlines()
+  assert lines[0] == 'mode,weight_init,keep_fraction,test_acc,random_mask_test_acc'
+  assert [l.split(',')[:3] for l in lines[1:]] == [
+      ['dense', '', '1.0'], ['masked', 'signed_constant', '0.3'],
+      ['masked', 'signed_constant', '0.7']]
+  assert (tmp_path / 'sweep.png').exists()
+  mtime = (tmp_path / 'k0.3_signed_constant' / 'results.json').stat().st_mtime
+  edge_popup.sweep(config, str(tmp_path))  # a rerun reuses finished sub-runs
+  assert (tmp_path / 'k0.3_signed_constant' / 'results.json').stat().st_mtime == mtime
+  config.sweep.keep_fractions = '0.5,2'
+  with pytest.raises(supermask.SupermaskConfigError, match='sweep.keep_fractions=2.0'):
+    edge_popup.sweep(config, str(tmp_path))
