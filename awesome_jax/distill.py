@@ -255,10 +255,8 @@ class Distiller:
   # -- evaluation
   def accuracy(self, params, x, y, batch_size=1000):
     """Accuracy of one net on (x, y), in batches."""
-    hits = 0
-    for i in range(0, len(x), batch_size):
-      hits += int(self._accuracy(params, x[i:i + batch_size], y[i:i + batch_size]))
-    return hits / len(x)
+    return metrics_lib.accuracy_in_batches(
+        lambda xb, yb: self._accuracy(params, xb, yb), x, y, batch_size)
 
   def train_and_test(self, params0, xs, ys, lrs, x_test, y_test):
     """Trains each of params0 (leading axis) on (xs, ys, lrs); test accuracy of each."""
@@ -500,9 +498,8 @@ def evaluate_saved(config, workdir):
   accs = []
   for i in range(config.eval.num_inits):
     p = jax.tree_util.tree_map(lambda a, i=i: a[i], trained)
-    hits = sum(int(correct(p, x_test[j:j + 1000], dataset.y_test[j:j + 1000]))
-               for j in range(0, len(x_test), 1000))
-    accs.append(hits / len(x_test))
+    accs.append(metrics_lib.accuracy_in_batches(
+        lambda xb, yb, p=p: correct(p, xb, yb), x_test, dataset.y_test))
   accs = np.array(accs)
   results = {'npz': config.eval.npz, 'schedule': config.eval.schedule,
              'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),

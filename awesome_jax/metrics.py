@@ -31,3 +31,11 @@ def read_jsonl(workdir):
   """The metrics.jsonl of a workdir as a list of dicts."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def accuracy_in_batches(correct_fn, x, y, batch_size=1000):
+  """Fraction correct, where correct_fn(x_batch, y_batch) counts the hits of a batch."""
+  hits = 0
+  for i in range(0, len(x), batch_size):
+    hits += int(correct_fn(x[i:i + batch_size], y[i:i + batch_size]))
+  return hits / len(x)

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from awesome_jax import metrics as metrics_lib
+
 
 class TrainConfigError(ValueError):
   """A training config field has an impossible value."""
@@ -107,7 +109,5 @@ class Trainer:
     return jnp.sum(jnp.argmax(self.model.apply(variables, x, train=False), -1) == y)
 
   def accuracy(self, variables, x, y, batch_size=500):
-    hits = 0
-    for i in range(0, len(x), batch_size):
-      hits += int(self._correct(variables, x[i:i + batch_size], y[i:i + batch_size]))
-    return hits / len(x)
+    return metrics_lib.accuracy_in_batches(
+        lambda xb, yb: self._correct(variables, xb, yb), x, y, batch_size)
