@@ -301,6 +301,9 @@ def save_distilled(path, distiller, state, extra=None):
       model_kwargs=np.array(json.dumps(distiller.config.model.kwargs.to_dict())),
       loss=np.array('softmax cross-entropy against targets, mean over batch'),
   )
+  if 'init_params' in state:  # a fixed-init set only works from its own init: store it
+    for p, leaf in jax.tree_util.tree_leaves_with_path(state['init_params']):
+      payload['init/' + '/'.join(k.key for k in p)] = np.asarray(leaf[0])
   payload.update(extra or {})
   tmp = path + '.tmp.npz'
   np.savez(tmp, **payload)
@@ -459,10 +462,15 @@ def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3
   model = models.build(str(z['model']), num_classes, xs.shape[2:],
                        **json.loads(str(z['model_kwargs'])))
   apply_fn = lambda p, x: model.apply({'params': p}, x)
-  # the same inits as Distiller.eval_inits for the same key: a saved set reproduces its
-  # run's evaluation
-  params0 = jax.vmap(lambda k: model.init(k, jnp.zeros_like(xs[0, :1]))['params'])(
-      jax.random.split(key, num_nets))
+  stored = stored_init(z)
+  if stored is not None:  # a fixed-init set: every net starts from its stored init
+    params0 = jax.tree_util.tree_map(
+        lambda a: jnp.broadcast_to(a, (num_nets,) + a.shape), stored)
+  else:
+    # the same inits as Distiller.eval_inits for the same key: a saved set reproduces
+    # its run's evaluation
+    params0 = jax.vmap(lambda k: model.init(k, jnp.zeros_like(xs[0, :1]))['params'])(
+        jax.random.split(key, num_nets))
   k_order = jax.random.fold_in(key, 1_000_003)
   if schedule == 'distilled':
     lrs = jnp.asarray(z['lrs'])
@@ -478,6 +486,21 @@ def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3
     lrs = jnp.full((epochs * per_epoch,), lr, jnp.float32)
   train = jax.jit(jax.vmap(lambda p: inner_sgd(apply_fn, p, xs, ys, lrs)))
   return model, train(params0)
+
+
+def stored_init(z):
+  """The init params tree stored in a fixed-init set's npz ('init/<path>' keys), or None."""
+  keys = [k for k in z if k.startswith('init/')]
+  if not keys:
+    return None
+  tree = {}
+  for k in keys:
+    node = tree
+    *parents, leaf = k.split('/')[1:]
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = jnp.asarray(z[k])
+  return tree
 
 
 def evaluate_saved(config, workdir):
@@ -502,6 +525,8 @@ def evaluate_saved(config, workdir):
         lambda xb, yb, p=p: correct(p, xb, yb), x_test, dataset.y_test))
   accs = np.array(accs)
   results = {'npz': config.eval.npz, 'schedule': config.eval.schedule,
+             'init': 'fixed (stored in the npz)' if stored_init(z) is not None else
+                     f'fresh (eval.seed={config.eval.seed})',
              'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
              'test_acc_all': [float(a) for a in accs], 'eval_nets': len(accs)}
   if config.eval.schedule == 'minibatch':

@@ -55,6 +55,23 @@ def test_end_to_end_tiny_run(tmp_path):
     distill.evaluate_saved(config, str(tmp_path))
 
 
+def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
+  config = distill_configs.get_config('tiny')
+  config.progress_bar = False
+  config.distill.random_init = False
+  config.outer.steps = 5
+  config.eval.baselines = False
+  results = distill.run(config, str(tmp_path))
+  z = distill.load_distilled(str(tmp_path / 'distilled.npz'))
+  assert any(k.startswith('init/') for k in z)
+  config.task = 'distill_eval'
+  config.eval.npz = str(tmp_path / 'distilled.npz')
+  config.eval.num_inits = 2
+  again = distill.evaluate_saved(config, str(tmp_path))
+  assert again['init'].startswith('fixed')
+  assert again['test_acc_all'] == [results['test_acc_mean']] * 2
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path):
   overrides = ['--config.outer.steps=40', '--config.checkpoint_every=2',
                '--config.eval.baselines=False']
