@@ -37,3 +37,25 @@ def host(tree):
   """Copies a pytree of device arrays to numpy (for saving outside orbax)."""
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def flatten_tree(tree, prefix=''):
+  """{prefix + 'a/b/c': numpy leaf} of a nested dict of arrays (for .npz files)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return {prefix + '/'.join(k.key for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def unflatten_tree(flat, prefix=''):
+  """Inverse of flatten_tree over the keys that start with `prefix` (None if none)."""
+  tree = None
+  for key, value in flat.items():
+    if not key.startswith(prefix):
+      continue
+    tree = {} if tree is None else tree
+    node = tree
+    *parents, leaf = key[len(prefix):].split('/')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree

@@ -302,8 +302,8 @@ def save_distilled(path, distiller, state, extra=None):
       loss=np.array('softmax cross-entropy against targets, mean over batch'),
   )
   if 'init_params' in state:  # a fixed-init set only works from its own init: store it
-    for p, leaf in jax.tree_util.tree_leaves_with_path(state['init_params']):
-      payload['init/' + '/'.join(k.key for k in p)] = np.asarray(leaf[0])
+    payload.update(ckpt_lib.flatten_tree(
+        jax.tree_util.tree_map(lambda a: a[0], state['init_params']), 'init/'))
   payload.update(extra or {})
   tmp = path + '.tmp.npz'
   np.savez(tmp, **payload)
@@ -490,17 +490,8 @@ def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3
 
 def stored_init(z):
   """The init params tree stored in a fixed-init set's npz ('init/<path>' keys), or None."""
-  keys = [k for k in z if k.startswith('init/')]
-  if not keys:
-    return None
-  tree = {}
-  for k in keys:
-    node = tree
-    *parents, leaf = k.split('/')[1:]
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = jnp.asarray(z[k])
-  return tree
+  tree = ckpt_lib.unflatten_tree(z, 'init/')
+  return None if tree is None else jax.tree_util.tree_map(jnp.asarray, tree)
 
 
 def evaluate_saved(config, workdir):

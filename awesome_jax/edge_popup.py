@@ -29,23 +29,14 @@ def build_model(m, num_classes):
 
 
 def save_subnetwork(path, params, frozen, keep_fraction):
-  dense = supermask.export_dense(params, frozen, keep_fraction)
-  flat = {'/'.join(p.key for p in path): np.asarray(v)
-          for path, v in jax.tree_util.tree_leaves_with_path(dense)}
-  np.savez(path, **flat)
+  np.savez(path, **ckpt_lib.flatten_tree(
+      supermask.export_dense(params, frozen, keep_fraction)))
 
 
 def load_subnetwork(path):
   """subnetwork.npz -> the nested params tree of the dense model."""
-  out = {}
   with np.load(path) as z:
-    for k in z.files:
-      node = out
-      *parents, leaf = k.split('/')
-      for p in parents:
-        node = node.setdefault(p, {})
-      node[leaf] = z[k]
-  return out
+    return ckpt_lib.unflatten_tree({k: z[k] for k in z.files})
 
 
 def run(config, workdir):
