@@ -39,10 +39,15 @@ def host(tree):
   return jax.tree_util.tree_map(np.asarray, tree)
 
 
+def path_name(path):
+  """'a/b/c' for a jax key path of dict keys."""
+  return '/'.join(k.key for k in path)
+
+
 def flatten_tree(tree, prefix=''):
   """{prefix + 'a/b/c': numpy leaf} of a nested dict of arrays (for .npz files)."""
   import jax  # pylint: disable=g-import-not-at-top
-  return {prefix + '/'.join(k.key for k in path): np.asarray(leaf)
+  return {prefix + path_name(path): np.asarray(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 

@@ -2,7 +2,9 @@
 
 Learned (`learned` dict, a plain pytree):
   x:        (steps, n, H, W, C) synthetic images, normalised space; step s uses x[s]
-  raw_lr:   (T,) one learning rate per inner step, lr = softplus(raw_lr)
+  raw_lr:   (T,) one learning rate per inner step, lr = softplus(raw_lr); with
+            distill.lr_per_layer, (T, P): one per inner step and parameter tensor
+            (P = leaves of the param tree in jax.tree_util order)
   labels:   (steps, n, classes) label logits, only when labels are learned
             (targets = softmax(labels)); else targets are fixed one-hot.
 
@@ -60,7 +62,8 @@ def inner_sgd(apply_fn, params, xs, ys, lrs, remat=False, truncate=0):
     apply_fn: (params, x) -> logits.
     params: pytree of the net's parameters.
     xs: (S, n, H, W, C) batches; ys: (S, n, K) target distributions.
-    lrs: (T,) learning rate of each step.
+    lrs: (T,) learning rate of each step, or (T, P): one per step and param leaf
+      (leaves in jax.tree_util.tree_leaves order).
     remat: wrap the scan body in `jax.checkpoint` (recompute instead of store).
     truncate: if 0 < truncate < T, gradients flow only through the last `truncate`.
   Returns:
@@ -72,7 +75,11 @@ def inner_sgd(apply_fn, params, xs, ys, lrs, remat=False, truncate=0):
     t, lr = inp
     i = t % num_batches
     g = jax.grad(lambda q: soft_cross_entropy(apply_fn(q, xs[i]), ys[i]))(p)
-    return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+    if lr.ndim == 0:
+      return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+    leaves, treedef = jax.tree_util.tree_flatten(p)
+    new = [a - lr[j] * b for j, (a, b) in enumerate(zip(leaves, jax.tree_util.tree_leaves(g)))]
+    return jax.tree_util.tree_unflatten(treedef, new), None
 
   if remat:
     body = jax.checkpoint(body)
@@ -197,6 +204,12 @@ class Distiller:
     dummy = jnp.zeros((1,) + self.data.shape, jnp.float32)
     return self.model.init(key, dummy)['params']
 
+  def param_names(self):
+    """'/'-joined paths of the param leaves, in the order of a (T, P) lr table."""
+    shapes = jax.eval_shape(self.init_params, jax.random.key(0))
+    return [ckpt_lib.path_name(path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
+
   def init_state(self, key, x_train_norm, y_train):
     """The learned synthetic data, its optimiser state and (fixed init) the net init."""
     d = self.config.distill
@@ -209,9 +222,11 @@ class Distiller:
       labels = np.asarray(self.fixed_labels).reshape(-1)
       idx = [rng.choice(np.flatnonzero(y_train == c)) for c in labels]
       x = jnp.asarray(x_train_norm[np.asarray(idx)].reshape(shape))
+    lr_shape = (self.total_steps,)
+    if d.lr_per_layer:
+      lr_shape += (len(self.param_names()),)
     learned = {'x': x,
-               'raw_lr': jnp.full((self.total_steps,), inverse_softplus(d.init_lr),
-                                  jnp.float32)}
+               'raw_lr': jnp.full(lr_shape, inverse_softplus(d.init_lr), jnp.float32)}
     if d.learn_labels:
       learned['labels'] = d.label_init_scale * jax.nn.one_hot(self.fixed_labels,
                                                              self.num_classes)
@@ -292,7 +307,8 @@ def save_distilled(path, distiller, state, extra=None):
       hard_labels=np.asarray(distiller.fixed_labels),    # (S, n) class of each image
       label_encoding=np.array('soft:softmax(learned logits)' if d.learn_labels
                               else 'one-hot'),
-      lrs=np.asarray(jax.nn.softplus(learned['raw_lr'])),  # (T,) lr of inner step t
+      lrs=np.asarray(jax.nn.softplus(learned['raw_lr'])),  # (T,) or (T, P): lr of step t
+      lr_params=np.array(distiller.param_names()),       # (P,) param of each lrs column
       step_order=np.arange(distiller.total_steps) % d.steps,  # batch used at step t
       mean=np.asarray(distiller.data.mean, np.float32),
       std=np.asarray(distiller.data.std, np.float32),
@@ -316,8 +332,11 @@ def load_distilled(path):
     return {k: z[k] for k in z.files}
 
 
-def save_grid(path, images, hard_labels, lrs=None):
-  """PNG grid: one row per step, one column per image; optional lr plot below."""
+def save_grid(path, images, hard_labels, lrs=None, lr_names=None):
+  """PNG grid: one row per step, one column per image; optional lr plot below.
+
+  lrs (T,) or (T, P) with `lr_names` (P,) naming each column's parameter.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -336,7 +355,11 @@ def save_grid(path, images, hard_labels, lrs=None):
     fig.axes[-n].set_ylabel(f'step {s}', fontsize=6)
   if lrs is not None:
     ax = fig.add_subplot(grid[steps, :])
-    ax.plot(np.arange(len(lrs)), lrs, marker='.')
+    lines = ax.plot(np.arange(len(lrs)), lrs, marker='.')
+    if np.ndim(lrs) == 2 and lr_names is not None:
+      for line, name in zip(lines, lr_names):
+        line.set_label(str(name))
+      ax.legend(fontsize=5, ncol=4)
     ax.set_xlabel('inner step'), ax.set_ylabel('learned lr')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -416,7 +439,8 @@ def run(config: ml_collections.ConfigDict, workdir: str):
 
   save_distilled(os.path.join(workdir, 'distilled.npz'), distiller, state)
   z = load_distilled(os.path.join(workdir, 'distilled.npz'))
-  save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'], z['lrs'])
+  save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'], z['lrs'],
+            z['lr_params'])
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   print(_summary(results))

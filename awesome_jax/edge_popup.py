@@ -20,12 +20,31 @@ from awesome_jax import metrics as metrics_lib
 from awesome_jax import supermask
 from awesome_jax import train as train_lib
 from awesome_jax.models import conv_n
+from awesome_jax.models import resnet
+
+
+def model_name(m):
+  """'conv4', 'resnet18', ... for the model config `m`."""
+  return f'conv{m.depth}' if m.arch == 'conv' else m.arch
+
+
+def check_model(m):
+  """Raises SupermaskConfigError naming the model field that is impossible."""
+  if m.arch == 'conv':
+    conv_n.check(m.depth, m.mode, m.keep_fraction, m.weight_init, m.norm)
+  else:
+    resnet.check(m.arch, m.mode, m.keep_fraction, m.weight_init, m.stem)
 
 
 def build_model(m, num_classes):
-  conv_n.check(m.depth, m.mode, m.keep_fraction, m.weight_init, m.norm)
-  return conv_n.ConvN(depth=m.depth, num_classes=num_classes, width=m.width, mode=m.mode,
-                      keep_fraction=m.keep_fraction, weight_init=m.weight_init, norm=m.norm)
+  check_model(m)
+  if m.arch == 'conv':
+    return conv_n.ConvN(depth=m.depth, num_classes=num_classes, width=m.width, mode=m.mode,
+                        keep_fraction=m.keep_fraction, weight_init=m.weight_init,
+                        norm=m.norm)
+  return resnet.ResNet(arch=m.arch, num_classes=num_classes, width=m.width, mode=m.mode,
+                       keep_fraction=m.keep_fraction, weight_init=m.weight_init,
+                       bn_affine=m.bn_affine, stem=m.stem)
 
 
 def save_subnetwork(path, params, frozen, keep_fraction):
@@ -44,7 +63,7 @@ def run(config, workdir):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   train_lib.check_train_config(config.train)
   m = config.model
-  conv_n.check(m.depth, m.mode, m.keep_fraction, m.weight_init, m.norm)
+  check_model(m)
   dataset = data_lib.load(config.data.name, config.data.source, config.data.data_dir,
                           config.data.tfds_data_dir)
   model = build_model(m, dataset.num_classes)
@@ -67,7 +86,7 @@ def run(config, workdir):
   eval_every = config.eval_every or batches.per_epoch
   t0 = time.time()
   start = int(state['step'])
-  bar = tqdm(range(start, total), initial=start, total=total, desc=f'{m.mode} conv{m.depth}',
+  bar = tqdm(range(start, total), initial=start, total=total, desc=f'{m.mode} {model_name(m)}',
              disable=not config.progress_bar)
   for step in bar:
     x, y = batches(step)
@@ -84,7 +103,7 @@ def run(config, workdir):
   seconds = time.time() - t0
 
   results = {
-      'model': f'conv{m.depth}', 'mode': m.mode, 'width': m.width, 'norm': m.norm,
+      'model': model_name(m), 'mode': m.mode, 'width': m.width, 'norm': m.norm,
       'train_steps': total, 'epochs': total / batches.per_epoch,
       'test_acc': trainer.accuracy(trainer.variables(state), x_test, y_test),
       'seconds_this_run': seconds,
@@ -104,7 +123,7 @@ def run(config, workdir):
   checkpointer.close()
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  print(f'conv{m.depth} {m.mode}: test acc {100 * results["test_acc"]:.2f} %' +
+  print(f'{model_name(m)} {m.mode}: test acc {100 * results["test_acc"]:.2f} %' +
         (f' (random mask of the same keep_fraction: '
          f'{100 * results["random_mask_test_acc"]:.2f} %)' if m.mode == 'masked' else ''))
   return results
@@ -146,7 +165,7 @@ def sweep(config, workdir):
     f.write('mode,weight_init,keep_fraction,test_acc,random_mask_test_acc\n')
     for row in rows:
       f.write(','.join(str(v) for v in row) + '\n')
-  plot_sweep(os.path.join(workdir, 'sweep.png'), rows, f'conv{config.model.depth}')
+  plot_sweep(os.path.join(workdir, 'sweep.png'), rows, model_name(config.model))
   return {'rows': rows}
 
 

@@ -107,6 +107,7 @@ class MaskedConv(nn.Module):
   kernel_size: tuple = (3, 3)
   keep_fraction: float = 0.5
   weight_init: str = 'signed_constant'
+  stride: int = 1
 
   @nn.compact
   def __call__(self, x):
@@ -117,7 +118,7 @@ class MaskedConv(nn.Module):
     scores = self.param('scores', score_init(fan_in), shape)
     w_eff = w * ste_mask(scores, self.keep_fraction)
     # 'SAME' padding for odd kernels; matmul form: 4x faster to differentiate on XLA:CPU
-    return conv_as_matmul(x, w_eff, self.kernel_size[0] // 2)
+    return conv_as_matmul(x, w_eff, self.kernel_size[0] // 2, self.stride)
 
 
 class MaskedDense(nn.Module):

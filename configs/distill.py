@@ -36,6 +36,7 @@ def get_config(preset='mnist'):
   c.distill.init_lr = 0.02        # initial inner lr (softplus-parametrised, learned)
   c.distill.random_init = True    # fresh inits every outer step; False = one fixed init
   c.distill.n_inits = 1           # inits per outer step (vmapped), random init only
+  c.distill.lr_per_layer = False  # one lr per inner step and param tensor (T x P), not T
   c.distill.learn_labels = False  # learn soft labels (softmax of logits) too
   c.distill.label_init_scale = 1.0  # initial label logits = scale * one_hot
   c.distill.image_init = 'noise'  # noise (N(0,1), as the paper) | real (random real images)

@@ -3,6 +3,8 @@
 Presets (`configs/edge_popup.py:PRESET`):
   conv4        (default) masked Conv4, keep 50 %, signed constant, the paper's SGD recipe
   conv4_dense  the dense Conv4 baseline (SGD lr 0.01 as the authors' baselines)
+  resnet18     masked ResNet-18 (CIFAR stem, non-affine BN), keep 50 %, signed constant
+  resnet18_dense  its dense baseline
   tiny         synthetic 8x8 data, Conv2 at width 0.25, a few steps (tests)
   sweep        task edge_popup_sweep: accuracy vs keep_fraction per init + dense line
   sweep_tiny   the sweep on the tiny setting (tests)
@@ -24,12 +26,15 @@ def get_config(preset='conv4'):
   c.data.tfds_data_dir = ''
 
   c.model = ml_collections.ConfigDict()
-  c.model.depth = 4               # Conv2 / Conv4 / Conv6 / Conv8
+  c.model.arch = 'conv'           # conv (Conv-N, see depth) | resnet18 | resnet50
+  c.model.depth = 4               # arch=conv: Conv2 / Conv4 / Conv6 / Conv8
   c.model.width = 1.0             # channel multiplier
   c.model.mode = 'masked'         # masked (edge-popup) | dense (baseline)
   c.model.keep_fraction = 0.5     # fraction of each layer's weights KEPT, in (0, 1]
   c.model.weight_init = 'signed_constant'  # kaiming_normal | signed_constant | scaled_signed_constant
-  c.model.norm = 'none'           # none (the authors' Conv-N) | batchnorm (non-affine)
+  c.model.norm = 'none'           # arch=conv: none (the authors' Conv-N) | batchnorm (non-affine)
+  c.model.bn_affine = False       # resnets: learned BN scale/bias (the paper: none)
+  c.model.stem = 'auto'           # resnets: cifar (3x3) | imagenet (7x7/2 + pool) | auto (by size)
 
   c.train = ml_collections.ConfigDict()
   c.train.optimizer = 'sgd'       # sgd | adam
@@ -54,6 +59,11 @@ def get_config(preset='conv4'):
   elif preset == 'conv4_dense':
     c.model.mode = 'dense'
     c.train.lr = 0.01
+  elif preset in ('resnet18', 'resnet18_dense'):
+    c.model.arch = 'resnet18'
+    if preset == 'resnet18_dense':
+      c.model.mode = 'dense'
+      c.train.lr = 0.1           # BN nets train well at 0.1 (the paper's ResNet baselines)
   elif preset in ('tiny', 'sweep_tiny'):
     c.data.name = 'synthetic'
     c.model.depth = 2
@@ -72,5 +82,5 @@ def get_config(preset='conv4'):
     c.task = 'edge_popup_sweep'
   else:
     raise ValueError(f'configs/edge_popup.py:{preset}: unknown preset; allowed: conv4, '
-                     'conv4_dense, tiny, sweep, sweep_tiny')
+                     'conv4_dense, resnet18, resnet18_dense, tiny, sweep, sweep_tiny')
   return c

@@ -46,6 +46,36 @@ def test_scan_unroll_equals_python_loop():
   assert not np.allclose(jax.tree_util.tree_leaves(got)[0], jax.tree_util.tree_leaves(p0)[0])
 
 
+def test_per_layer_lrs_update_each_param_with_its_own_lr():
+  config = tiny_config(steps=2, epochs=2, lr_per_layer=True)
+  _, d, state, rx, ry = make_problem(config)
+  names = d.param_names()
+  assert state['learned']['raw_lr'].shape == (4, len(names))
+  p0 = d.init_params(jax.random.key(3))
+  ys = jax.nn.one_hot(d.fixed_labels, d.num_classes)
+  lrs = jnp.asarray(np.random.default_rng(0).uniform(0.01, 0.3, (4, len(names))), jnp.float32)
+  got = distill.inner_sgd(d.apply, p0, state['learned']['x'], ys, lrs)
+  params = p0
+  for t in range(4):  # the same steps written out leaf by leaf
+    g = jax.grad(lambda q: distill.soft_cross_entropy(d.apply(q, state['learned']['x'][t % 2]),
+                                                      ys[t % 2]))(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    params = jax.tree_util.tree_unflatten(treedef, [
+        a - lrs[t, j] * b for j, (a, b) in enumerate(zip(leaves, jax.tree_util.tree_leaves(g)))])
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # equal columns are the scalar schedule
+  same = distill.inner_sgd(d.apply, p0, state['learned']['x'], ys,
+                           jnp.repeat(lrs[:, :1], len(names), axis=1))
+  scalar = distill.inner_sgd(d.apply, p0, state['learned']['x'], ys, lrs[:, 0])
+  for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(scalar)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # the meta-gradient reaches every column
+  g = jax.grad(lambda l: d.loss_fn(l, jax.tree_util.tree_map(lambda a: a[None], p0), rx, ry)[0])(
+      state['learned'])
+  assert np.all(np.abs(np.asarray(g['raw_lr'])).sum(axis=0) > 0)
+
+
 def test_meta_gradient_matches_finite_differences():
   with jax.enable_x64(True):
     config = tiny_config(steps=2, epochs=2, learn_labels=True)

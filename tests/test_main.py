@@ -59,11 +59,15 @@ def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
   config = distill_configs.get_config('tiny')
   config.progress_bar = False
   config.distill.random_init = False
+  config.distill.lr_per_layer = True
   config.outer.steps = 5
   config.eval.baselines = False
   results = distill.run(config, str(tmp_path))
   z = distill.load_distilled(str(tmp_path / 'distilled.npz'))
   assert any(k.startswith('init/') for k in z)
+  # one lr per inner step and param tensor, each column named
+  assert z['lrs'].shape == (4, len(z['lr_params'])) and np.all(z['lrs'] > 0)
+  assert sorted(z['lr_params']) == sorted(k[len('init/'):] for k in z if k.startswith('init/'))
   config.task = 'distill_eval'
   config.eval.npz = str(tmp_path / 'distilled.npz')
   config.eval.num_inits = 2

@@ -169,3 +169,79 @@ def test_sweep_writes_csv_and_plot_and_skips_finished_runs(tmp_path):
   config.sweep.keep_fractions = '0.5,2'
   with pytest.raises(supermask.SupermaskConfigError, match='sweep.keep_fractions=2.0'):
     edge_popup.sweep(config, str(tmp_path))
+
+
+# ------------------------------------------------------------------ ResNets
+
+def test_strided_matmul_conv_equals_xla_conv():
+  from awesome_jax.models.small import conv_as_matmul
+  x = jax.random.normal(jax.random.key(0), (2, 11, 12, 3))
+  for k, stride in ((1, 2), (3, 1), (3, 2), (7, 2)):
+    w = jax.random.normal(jax.random.key(k), (k, k, 3, 5))
+    want = jax.lax.conv_general_dilated(x, w, (stride, stride), [(k // 2, k // 2)] * 2,
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    np.testing.assert_allclose(conv_as_matmul(x, w, k // 2, stride), want, rtol=1e-4,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize('arch,size,classes,weights', [
+    # conv + fc weight counts of torchvision's resnet18 / resnet50 (their parameter totals
+    # 11,689,512 / 25,557,032 less the fc bias and the batch-norm affine parameters)
+    ('resnet18', 224, 1000, 11_678_912),
+    ('resnet50', 224, 1000, 25_502_912),
+])
+def test_resnet_has_torchvision_weight_count(arch, size, classes, weights):
+  from awesome_jax.models import resnet
+  model = resnet.ResNet(arch=arch, num_classes=classes)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+  assert sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(shapes['frozen'])) == weights
+  # every frozen kernel has a score of the same shape, and batch norm has nothing to learn
+  layers = lambda tree, leaf: {'/'.join(k.key for k in path[:-1]): v.shape
+                               for path, v in jax.tree_util.tree_leaves_with_path(tree)
+                               if path[-1].key == leaf}
+  assert layers(shapes['frozen'], 'kernel') == layers(shapes['params'], 'scores')
+  assert len(jax.tree_util.tree_leaves(shapes['params'])) == len(layers(shapes['params'],
+                                                                        'scores'))
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
+def test_masked_resnet_trains_scores_only_and_exports_to_dense(arch):
+  config = edge_popup_configs.get_config('resnet18')
+  config.model.arch = arch
+  config.model.width = 0.0625
+  config.train.augment = False
+  model = edge_popup.build_model(config.model, 4)
+  trainer = train_lib.Trainer(model, config.train, (16, 16, 3), total_steps=10)
+  state = trainer.init_state(jax.random.key(0))
+  frozen0 = jax.tree_util.tree_map(np.asarray, state['frozen'])
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(8, 16, 16, 3)).astype(np.float32)
+  y = rng.integers(0, 4, 8)
+  if arch == 'resnet18':  # (resnet50's train step takes minutes to compile on CPU)
+    for i in range(2):
+      state, met = trainer.train_step(state, x, y, jax.random.key(i))
+    assert np.isfinite(float(met['loss']))
+  for a, b in zip(jax.tree_util.tree_leaves(frozen0), jax.tree_util.tree_leaves(state['frozen'])):
+    np.testing.assert_array_equal(a, b)
+  masks = supermask.layer_masks(state['params'], 0.5)
+  assert len(masks) == (21 if arch == 'resnet18' else 54)  # convs + shortcuts + fc
+  for name, mask in masks.items():
+    assert int(mask.sum()) == int(round(0.5 * mask.size)), name
+  # the found subnetwork as plain weights in the dense ResNet gives the same logits
+  dense = edge_popup.build_model(_dense(config.model), 4)
+  params = supermask.export_dense(state['params'], state['frozen'], 0.5)
+  want = model.apply(trainer.variables(state), x)
+  got = dense.apply({'params': params, 'batch_stats': state['batch_stats']}, x)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_config_errors():
+  config = edge_popup_configs.get_config('resnet18')
+  config.model.arch = 'resnet34'
+  with pytest.raises(supermask.SupermaskConfigError, match="model.arch='resnet34': allowed: "
+                     'conv, resnet18, resnet50'):
+    edge_popup.build_model(config.model, 10)
+  config.model.arch = 'resnet18'
+  config.model.stem = 'big'
+  with pytest.raises(supermask.SupermaskConfigError, match="model.stem='big'"):
+    edge_popup.build_model(config.model, 10)

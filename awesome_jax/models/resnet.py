@@ -1,0 +1,125 @@
+"""ResNet-18 / ResNet-50, masked (edge-popup) or dense, for the larger edge-popup runs.
+
+The torchvision layout (BasicBlock [2, 2, 2, 2] / Bottleneck [3, 4, 6, 3], stride 2 in
+the 3x3 conv of each stage's first block, 1x1 projection shortcuts where the shape
+changes), with the edge-popup paper's choices: no biases anywhere, batch norm without
+learned affine parameters (`bn_affine=False`, the default) and, in masked mode, every conv
+and the classifier are MaskedConv / MaskedDense (frozen random weights, learned scores).
+
+stem: 'cifar' (3x3 conv, stride 1, no max-pool: 32x32 inputs), 'imagenet' (7x7 conv
+stride 2 + 3x3 max-pool stride 2), or 'auto' (cifar below 64 pixels, else imagenet).
+Dense mode uses the same layer names with plain kaiming-normal kernels, so
+`supermask.export_dense` of a masked net loads into the dense net of the same config.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from awesome_jax import supermask
+from awesome_jax.models.small import MatmulConv
+
+ARCHS = {'resnet18': ('basic', (2, 2, 2, 2)), 'resnet50': ('bottleneck', (3, 4, 6, 3))}
+STEMS = ('auto', 'cifar', 'imagenet')
+kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+  """What every conv / norm layer of one net shares."""
+  mode: str = 'masked'
+  keep_fraction: float = 0.5
+  weight_init: str = 'signed_constant'
+  bn_affine: bool = False
+
+
+def conv(cfg, features, kernel, stride, name):
+  if cfg.mode == 'masked':
+    return supermask.MaskedConv(features, (kernel, kernel), cfg.keep_fraction,
+                                cfg.weight_init, stride=stride, name=name)
+  return MatmulConv(features, (kernel, kernel), padding=kernel // 2, use_bias=False,
+                    kernel_init=kaiming_normal, stride=stride, name=name)
+
+
+def norm(cfg, x, train, name):
+  return nn.BatchNorm(use_running_average=not train, use_scale=cfg.bn_affine,
+                      use_bias=cfg.bn_affine, momentum=0.9, epsilon=1e-5, name=name)(x)
+
+
+class Block(nn.Module):
+  """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1 x4) residual block."""
+  cfg: LayerConfig
+  kind: str
+  features: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    c = self.cfg
+    if self.kind == 'basic':
+      out_features = self.features
+      y = nn.relu(norm(c, conv(c, self.features, 3, self.stride, 'conv1')(x), train, 'bn1'))
+      y = norm(c, conv(c, self.features, 3, 1, 'conv2')(y), train, 'bn2')
+    else:
+      out_features = 4 * self.features
+      y = nn.relu(norm(c, conv(c, self.features, 1, 1, 'conv1')(x), train, 'bn1'))
+      y = nn.relu(norm(c, conv(c, self.features, 3, self.stride, 'conv2')(y), train, 'bn2'))
+      y = norm(c, conv(c, out_features, 1, 1, 'conv3')(y), train, 'bn3')
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != out_features:
+      shortcut = norm(c, conv(c, out_features, 1, self.stride, 'shortcut')(x), train,
+                      'bn_shortcut')
+    return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+  """ResNet-18/50; `Trainer.init_state` draws its init with the classic threefry stream
+  (`fast_rng_compile`): minutes less compilation on CPU."""
+  fast_rng_compile = True  # a class constant, not a field
+
+  arch: str = 'resnet18'
+  num_classes: int = 10
+  width: float = 1.0              # channel multiplier (64 * width in the first stage)
+  mode: str = 'masked'            # masked | dense
+  keep_fraction: float = 0.5
+  weight_init: str = 'signed_constant'
+  bn_affine: bool = False
+  stem: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    c = LayerConfig(self.mode, self.keep_fraction, self.weight_init, self.bn_affine)
+    kind, blocks = ARCHS[self.arch]
+    base = max(int(64 * self.width), 1)
+    stem = self.stem if self.stem != 'auto' else ('cifar' if x.shape[1] < 64 else 'imagenet')
+    if stem == 'cifar':
+      x = nn.relu(norm(c, conv(c, base, 3, 1, 'conv_stem')(x), train, 'bn_stem'))
+    else:
+      x = nn.relu(norm(c, conv(c, base, 7, 2, 'conv_stem')(x), train, 'bn_stem'))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    for stage, n in enumerate(blocks):
+      for b in range(n):
+        stride = 2 if (stage > 0 and b == 0) else 1
+        x = Block(c, kind, base * 2 ** stage, stride, name=f'stage{stage + 1}_block{b}')(
+            x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    if self.mode == 'masked':
+      return supermask.MaskedDense(self.num_classes, self.keep_fraction, self.weight_init,
+                                   name='fc')(x)
+    return nn.Dense(self.num_classes, use_bias=False, kernel_init=kaiming_normal,
+                    name='fc')(x)
+
+
+def check(arch, mode, keep_fraction, weight_init, stem='auto'):
+  """Raises a config error naming the field."""
+  if arch not in ARCHS:
+    raise supermask.SupermaskConfigError(f'model.arch={arch!r}: allowed: conv, '
+                                         f'{", ".join(ARCHS)}')
+  if mode not in ('masked', 'dense'):
+    raise supermask.SupermaskConfigError(f'model.mode={mode!r}: allowed: masked, dense')
+  if stem not in STEMS:
+    raise supermask.SupermaskConfigError(f'model.stem={stem!r}: allowed: {", ".join(STEMS)}')
+  if mode == 'masked':
+    supermask.check_keep_fraction(keep_fraction)
+    supermask.check_weight_init(weight_init)
