@@ -204,7 +204,9 @@ def test_resnet_has_torchvision_weight_count(arch, size, classes, weights):
                                                                         'scores'))
 
 
-@pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
+# resnet50 shares these code paths (its bottleneck blocks are covered by the weight
+# count above); compiling it here would add minutes on CPU.
+@pytest.mark.parametrize('arch', ['resnet18'])
 def test_masked_resnet_trains_scores_only_and_exports_to_dense(arch):
   config = edge_popup_configs.get_config('resnet18')
   config.model.arch = arch
@@ -217,10 +219,9 @@ def test_masked_resnet_trains_scores_only_and_exports_to_dense(arch):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(8, 16, 16, 3)).astype(np.float32)
   y = rng.integers(0, 4, 8)
-  if arch == 'resnet18':  # (resnet50's train step takes minutes to compile on CPU)
-    for i in range(2):
-      state, met = trainer.train_step(state, x, y, jax.random.key(i))
-    assert np.isfinite(float(met['loss']))
+  for i in range(2):
+    state, met = trainer.train_step(state, x, y, jax.random.key(i))
+  assert np.isfinite(float(met['loss']))
   for a, b in zip(jax.tree_util.tree_leaves(frozen0), jax.tree_util.tree_leaves(state['frozen'])):
     np.testing.assert_array_equal(a, b)
   masks = supermask.layer_masks(state['params'], 0.5)
