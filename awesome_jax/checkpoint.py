@@ -6,6 +6,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+class ResumeMismatchError(ValueError):
+  """The workdir's checkpoint does not fit the state the current config builds."""
+
+
 class Checkpointer:
   """Saves and restores one pytree of arrays per step under `directory`."""
 
@@ -27,7 +31,16 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     import jax  # pylint: disable=g-import-not-at-top
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except ValueError as err:  # orbax: tree structures / shapes do not match
+      raise ResumeMismatchError(
+          f'{self._manager.directory} holds step {step} of a run whose state differs from '
+          'what this config builds (a field that changes the learned or optimizer state '
+          'was changed, e.g. distill.lr_per_layer, distill.learn_labels, distill.steps, '
+          'outer.decay_every between 0 and > 0, model.*); resume with the config the run '
+          'was started with (the previous one is in config.prev.json) or use a new '
+          f'--workdir. orbax: {str(err).splitlines()[0][:200]}') from None
 
   def close(self):
     self._manager.close()

@@ -27,8 +27,8 @@ def tasks():
 
 
 def user_errors():
-  from awesome_jax import data, distill, models, pretrained, shape_bias, supermask, train  # pylint: disable=g-import-not-at-top
-  return (data.DataError, distill.ConfigError, models.ModelError,
+  from awesome_jax import checkpoint, data, distill, models, pretrained, shape_bias, supermask, train  # pylint: disable=g-import-not-at-top
+  return (checkpoint.ResumeMismatchError, data.DataError, distill.ConfigError, models.ModelError,
           pretrained.CheckpointFormatError, shape_bias.StimulusError,
           supermask.SupermaskConfigError, train.TrainConfigError)
 
@@ -42,7 +42,10 @@ def main(argv):
     sys.exit(f'error: config.task={config.task!r}: unknown; allowed: '
              f'{", ".join(available)}')
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):  # a restart: keep the config the run last ran with
+    os.replace(path, os.path.join(workdir, 'config.prev.json'))
+  with open(path, 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   print(config)
   try:

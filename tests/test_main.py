@@ -106,6 +106,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
   assert ra['test_acc_all'] == rb['test_acc_all']
 
 
+def test_resume_with_a_state_changing_config_is_one_line_error(tmp_path):
+  base = ['--config.outer.steps=2', '--config.eval.baselines=False']
+  subprocess.run(main_cmd(tmp_path, *base), cwd=ROOT, check=True, capture_output=True)
+  out = subprocess.run(main_cmd(tmp_path, *base, '--config.distill.lr_per_layer=True'),
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and 'use a new --workdir' in last, out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr
+  prev = json.loads((tmp_path / 'config.prev.json').read_text())
+  assert prev['distill']['lr_per_layer'] is False
+
+
 @pytest.mark.parametrize('override,message', [
     ('--config.distill.images_per_class_per_step=0', 'distill.images_per_class_per_step=0'),
     ('--config.model.name=alexcifarnet', "model.name='alexcifarnet' cannot take"),
