@@ -37,7 +37,8 @@ class Checkpointer:
     saved = getattr(saved, 'tree', saved)
     shapes = lambda tree: sorted(tuple(getattr(l, 'shape', ())) for l in
                                  jax.tree_util.tree_leaves(tree))
-    if shapes(saved) and shapes(saved) != shapes(abstract):  # (no metadata: orbax decides)
+    saved_shapes = shapes(saved)
+    if saved_shapes and saved_shapes != shapes(abstract):  # (no metadata: orbax decides)
       raise ResumeMismatchError(
           f'{self._manager.directory} holds step {step} of a run whose state differs from '
           'what this config builds (a field that changes the learned or optimizer state '

@@ -36,6 +36,15 @@ def check_weight_init(name, field='model.weight_init'):
     raise SupermaskConfigError(f'{field}={name!r}: unknown; allowed: {", ".join(WEIGHT_INITS)}')
 
 
+def check_masking(mode, keep_fraction, weight_init):
+  """model.mode, and for masked nets model.keep_fraction / model.weight_init."""
+  if mode not in ('masked', 'dense'):
+    raise SupermaskConfigError(f'model.mode={mode!r}: allowed: masked, dense')
+  if mode == 'masked':
+    check_keep_fraction(keep_fraction)
+    check_weight_init(weight_init)
+
+
 def num_kept(n, keep_fraction):
   return int(round(keep_fraction * n))
 

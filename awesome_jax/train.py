@@ -6,6 +6,8 @@ weights of masked layers, never updated) and 'batch_stats'. One jit-compiled
 `train_step(state, x, y, key) -> (state, metrics)`.
 """
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -68,13 +70,12 @@ class Trainer:
   def init_state(self, key):
     init = jax.jit(lambda k: self.model.init({'params': k}, jnp.zeros((1,) + self.input_shape),
                                              train=False))
-    if getattr(self.model, 'fast_rng_compile', False):
-      # XLA:CPU takes ~2.5 s to compile each partitionable-threefry draw (jax 0.10): a
-      # ResNet init (2 draws per layer) would compile for minutes. The classic threefry
-      # stream compiles 7x faster; it is a different (equally good) random stream.
-      with jax.threefry_partitionable(False):
-        variables = init(key)
-    else:
+    # XLA:CPU takes ~2.5 s to compile each partitionable-threefry draw (jax 0.10): a
+    # ResNet init (2 draws per layer) would compile for minutes. The classic threefry
+    # stream compiles 7x faster; it is a different (equally good) random stream.
+    stream = (jax.threefry_partitionable(False)
+              if getattr(self.model, 'fast_rng_compile', False) else contextlib.nullcontext())
+    with stream:
       variables = init(key)
     state = {'step': jnp.zeros((), jnp.int32), 'params': variables['params'],
              'opt': self.tx.init(variables['params'])}

@@ -64,10 +64,6 @@ def check(depth, mode, keep_fraction, weight_init, norm):
   """Raises a config error naming the field."""
   if depth not in (2, 4, 6, 8):
     raise supermask.SupermaskConfigError(f'model.depth={depth!r}: allowed: 2, 4, 6, 8')
-  if mode not in ('masked', 'dense'):
-    raise supermask.SupermaskConfigError(f'model.mode={mode!r}: allowed: masked, dense')
+  supermask.check_masking(mode, keep_fraction, weight_init)
   if norm not in ('none', 'batchnorm'):
     raise supermask.SupermaskConfigError(f'model.norm={norm!r}: allowed: none, batchnorm')
-  if mode == 'masked':
-    supermask.check_keep_fraction(keep_fraction)
-    supermask.check_weight_init(weight_init)

@@ -18,11 +18,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from awesome_jax import supermask
+from awesome_jax.models.conv_n import kaiming_normal
 from awesome_jax.models.small import MatmulConv
 
 ARCHS = {'resnet18': ('basic', (2, 2, 2, 2)), 'resnet50': ('bottleneck', (3, 4, 6, 3))}
 STEMS = ('auto', 'cifar', 'imagenet')
-kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,10 +116,6 @@ def check(arch, mode, keep_fraction, weight_init, stem='auto'):
   if arch not in ARCHS:
     raise supermask.SupermaskConfigError(f'model.arch={arch!r}: allowed: conv, '
                                          f'{", ".join(ARCHS)}')
-  if mode not in ('masked', 'dense'):
-    raise supermask.SupermaskConfigError(f'model.mode={mode!r}: allowed: masked, dense')
+  supermask.check_masking(mode, keep_fraction, weight_init)
   if stem not in STEMS:
     raise supermask.SupermaskConfigError(f'model.stem={stem!r}: allowed: {", ".join(STEMS)}')
-  if mode == 'masked':
-    supermask.check_keep_fraction(keep_fraction)
-    supermask.check_weight_init(weight_init)
