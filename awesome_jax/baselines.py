@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from awesome_jax import distill as distill_lib
+
 METHODS = ('random_real', 'class_means', 'kmeans')
 
 
@@ -60,9 +62,7 @@ def arrange_like_distilled(images, steps, per_step_per_class):
 def evaluate_all(distiller, x_train, y_train, x_test, y_test, config):
   """{method: {lr, val_acc, test_acc_mean, test_acc_std}} for every baseline."""
   d, e = config.distill, config.eval
-  rng = np.random.default_rng(config.seed)
-  perm = rng.permutation(len(x_train))
-  val_idx, pool_idx = perm[:e.val_size], perm[e.val_size:]
+  val_idx, pool_idx = distill_lib.split_val(len(x_train), e.val_size, config.seed)
   pool_x, pool_y = x_train[pool_idx], y_train[pool_idx]
   per_class = d.images_per_class_per_step * d.steps
   ys = jax.nn.one_hot(distiller.fixed_labels, distiller.num_classes)

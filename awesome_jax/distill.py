@@ -37,6 +37,7 @@ class ConfigError(ValueError):
 
 
 IMAGE_INITS = ('noise', 'real')
+SELECTS = ('last', 'val')
 
 
 # ------------------------------------------------------------------- the core
@@ -156,6 +157,14 @@ def check_config(config, data_shape=None, num_classes=None):
   if d.image_init not in IMAGE_INITS:
     raise ConfigError(f'distill.image_init={d.image_init!r}: unknown; allowed: '
                       f'{", ".join(IMAGE_INITS)}')
+  if e.select not in SELECTS:
+    raise ConfigError(f'eval.select={e.select!r}: unknown; allowed: {", ".join(SELECTS)}')
+  if e.select == 'val' and not (isinstance(e.every, int) and e.every >= 1):
+    raise ConfigError(f'eval.every={e.every!r}: eval.select=\'val\' picks among the '
+                      'periodic evaluations; set eval.every >= 1')
+  if e.select == 'val' and not (isinstance(e.val_size, int) and e.val_size >= 1):
+    raise ConfigError(f'eval.val_size={e.val_size!r}: eval.select=\'val\' needs held-out '
+                      'training images; set eval.val_size >= 1')
   if not d.random_init and d.n_inits != 1:
     raise ConfigError(f'distill.n_inits={d.n_inits}: fixed init (distill.random_init='
                       'False) trains exactly one init; set n_inits=1')
@@ -384,13 +393,26 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   x_test = dataset.normalize(dataset.x_test)
   y_train, y_test = dataset.y_train, dataset.y_test
 
-  state = distiller.init_state(jax.random.key(config.seed), x_train, y_train)
+  e = config.eval
+  select_val = e.select == 'val'
+  if select_val:  # hold out the baselines' validation split from the real batches
+    if e.val_size >= len(x_train):
+      raise ConfigError(f'eval.val_size={e.val_size}: must be below the '
+                        f'{len(x_train)} training images')
+    val_idx, pool_idx = split_val(len(x_train), e.val_size, config.seed)
+    x_val, y_val = x_train[val_idx], y_train[val_idx]
+    x_pool, y_pool = x_train[pool_idx], y_train[pool_idx]
+  else:
+    x_pool, y_pool = x_train, y_train
+  state = distiller.init_state(jax.random.key(config.seed), x_pool, y_pool)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     print(f'Resumed from step {int(state["step"])} in {workdir}')
   start = int(state['step'])
-  batches = data_lib.EpochBatches(x_train, y_train, config.outer.batch_size, config.seed)
+  batches = data_lib.EpochBatches(x_pool, y_pool, config.outer.batch_size, config.seed)
+  best_path = os.path.join(workdir, 'best_val')
+  best = load_best(best_path, start) if select_val else None
   writer = metrics_lib.MetricWriter(workdir)
   base_key = jax.random.key(config.seed + 1)
 
@@ -412,11 +434,28 @@ def run(config: ml_collections.ConfigDict, workdir: str):
     if config.eval.every and done % config.eval.every == 0 and done < config.outer.steps:
       accs = _evaluate(distiller, state, x_test, y_test, config.eval.every_num_inits,
                        config.eval.seed)
-      writer.write(done, {'eval/acc_mean': accs.mean(), 'eval/acc_std': accs.std()})
+      scalars = {'eval/acc_mean': accs.mean(), 'eval/acc_std': accs.std()}
+      if select_val:
+        val = _evaluate(distiller, state, x_val, y_val, e.every_num_inits, e.seed).mean()
+        scalars['eval/val_acc_mean'] = val
+        if best is None or val > best['val_acc']:
+          best = save_best(best_path, state['learned'], done, val)
+      writer.write(done, scalars)
     if done % config.checkpoint_every == 0 or done == config.outer.steps:
       checkpointer.save(done, state)
   distill_seconds = time.time() - t0
 
+  final = {}
+  if select_val:  # the last set competes with the best periodic one, on validation
+    val = _evaluate(distiller, state, x_val, y_val, e.every_num_inits, e.seed).mean()
+    if best is None or val > best['val_acc']:
+      best = save_best(best_path, state['learned'], config.outer.steps, val)
+    last_accs = _evaluate(distiller, state, x_test, y_test, e.num_inits, e.seed)
+    final = {'selected_by': 'val', 'selected_step': best['step'],
+             'selected_val_acc': best['val_acc'],
+             'last_test_acc_mean': float(last_accs.mean()),
+             'last_test_acc_std': float(last_accs.std())}
+    state = dict(state, learned=jax.tree_util.tree_map(jnp.asarray, best['learned']))
   accs = _evaluate(distiller, state, x_test, y_test, config.eval.num_inits,
                    config.eval.seed)
   results = {
@@ -427,7 +466,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
       'learn_labels': bool(config.distill.learn_labels),
       'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
       'test_acc_all': [float(a) for a in accs], 'eval_nets': int(len(accs)),
-      'seconds_this_run': distill_seconds,
+      'seconds_this_run': distill_seconds, **final,
   }
   if config.eval.baselines:
     results['baselines'] = baselines.evaluate_all(distiller, x_train, y_train, x_test,
@@ -445,6 +484,44 @@ def run(config: ml_collections.ConfigDict, workdir: str):
     json.dump(results, f, indent=2)
   print(_summary(results))
   return results
+
+
+def split_val(n, val_size, seed):
+  """(val_idx, rest_idx): the held-out split, the same one baselines tune their lr on."""
+  perm = np.random.default_rng(seed).permutation(n)
+  return perm[:val_size], perm[val_size:]
+
+
+def save_best(folder, learned, step, val_acc):
+  """Writes folder/STEP.npz, a new best-on-validation learned tree; returns it as a dict.
+
+  One file per improvement (small), so that a run resumed from an earlier checkpoint
+  can find the best set saved up to that checkpoint.
+  """
+  learned = jax.tree_util.tree_map(np.asarray, jax.device_get(learned))
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f'{int(step)}.npz')
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, step=step, val_acc=val_acc, **ckpt_lib.flatten_tree(learned, 'learned/'))
+  os.replace(tmp, path)
+  return {'step': int(step), 'val_acc': float(val_acc), 'learned': learned}
+
+
+def load_best(folder, resumed_step):
+  """The best-on-validation set saved at or before `resumed_step` (None if none)."""
+  if not os.path.isdir(folder):
+    return None
+  best = None
+  for name in os.listdir(folder):
+    stem = name[:-len('.npz')]
+    if not (name.endswith('.npz') and stem.isdigit()) or int(stem) > resumed_step:
+      continue
+    with np.load(os.path.join(folder, name)) as z:
+      flat = {k: z[k] for k in z.files}
+    if best is None or float(flat['val_acc']) > best['val_acc']:
+      best = {'step': int(flat['step']), 'val_acc': float(flat['val_acc']),
+              'learned': ckpt_lib.unflatten_tree(flat, 'learned/')}
+  return best
 
 
 def _evaluate(distiller, state, x_test, y_test, num, seed):

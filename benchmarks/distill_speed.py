@@ -6,6 +6,7 @@ values; no dataset in memory), so peak RSS = JAX + the computation.
 
   python benchmarks/distill_speed.py            # the table of the issue
   python benchmarks/distill_speed.py --quick    # fewer iterations
+  python benchmarks/distill_speed.py --cifar    # AlexCifarNet (CIFAR-10 shapes), batch 256
 
 Rows: (1) the headline: random init, 10 steps x 3 epochs, 100 images, real batch 1024;
 (2) peak memory vs unroll length T = 30, 100, 300 with and without jax.checkpoint.
@@ -20,19 +21,20 @@ import sys
 import time
 
 
-def one(steps, epochs, remat, batch, iters, n_inits, conv_impl='matmul'):
+def one(steps, epochs, remat, batch, iters, n_inits, conv_impl='matmul', preset='mnist'):
   import jax
   import numpy as np
   from awesome_jax import data, distill
-  c = load_config('mnist')
+  c = load_config(preset)
   c.distill.steps, c.distill.epochs, c.distill.remat = steps, epochs, remat
   c.distill.n_inits = n_inits
   c.outer.batch_size = batch
   c.model.kwargs.conv_impl = conv_impl
   rng = np.random.default_rng(0)
-  fake = data.Dataset('mnist', rng.normal(size=(batch, 28, 28, 1)).astype(np.float32),
-                      rng.integers(0, 10, batch), np.zeros((1, 28, 28, 1), np.float32),
-                      np.zeros(1, np.int32), 10, (0.0,), (1.0,))
+  shape = (32, 32, 3) if preset == 'cifar10' else (28, 28, 1)
+  fake = data.Dataset(c.data.name, rng.normal(size=(batch,) + shape).astype(np.float32),
+                      rng.integers(0, 10, batch), np.zeros((1,) + shape, np.float32),
+                      np.zeros(1, np.int32), 10, (0.0,) * shape[-1], (1.0,) * shape[-1])
   d = distill.Distiller(c, fake)
   state = d.init_state(jax.random.key(0), fake.x_train, fake.y_train)
   x, y = jax.numpy.asarray(fake.x_train), jax.numpy.asarray(fake.y_train)
@@ -73,10 +75,22 @@ def main():
   ap.add_argument('--one', default='')
   ap.add_argument('--quick', action='store_true')
   ap.add_argument('--headline-only', action='store_true')
+  ap.add_argument('--cifar', action='store_true')
   args = ap.parse_args()
   if args.one:
     return one(**json.loads(args.one))
   iters = 5 if args.quick else 20
+  if args.cifar:
+    print('| AlexCifarNet, random init, 100 images, T=30, batch 256 | s / outer iter (median) '
+          '| compile s | peak RSS MB |')
+    print('|---|---|---|---|')
+    for impl, what in (('matmul', 'slices + matmul conv, slice max-pool (default)'),
+                       ('xla', 'direct port (nn.Conv + nn.max_pool)')):
+      r = run_sub(steps=10, epochs=3, remat=False, batch=256, iters=3, n_inits=1,
+                  conv_impl=impl, preset='cifar10')
+      print(f'| {what} | {r["median_s"]:.2f} | {r["compile_s"]:.1f} | '
+            f'{r["peak_rss_mb"]:.0f} |', flush=True)
+    return
   print('| what | T | remat | s / outer iter (median) | compile s | peak RSS MB |')
   print('|---|---|---|---|---|---|')
   r = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1)

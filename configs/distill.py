@@ -64,6 +64,9 @@ def get_config(preset='mnist'):
   c.eval.baseline_lrs = (0.003, 0.01, 0.03, 0.1, 0.3)  # fixed-lr grid, tuned on val
   c.eval.tune_inits = 5
   c.eval.val_size = 5000          # held-out training images for baseline lr tuning
+  c.eval.select = 'last'          # last | val: keep the periodic evaluation's set that
+                                  # scores best on the val_size held-out images (they are
+                                  # then left out of the real batches); needs eval.every
   # task distill_eval only:
   c.eval.npz = ''                 # a distilled.npz to evaluate
   c.eval.schedule = 'distilled'   # distilled (its own order + lrs) | minibatch (plain SGD)

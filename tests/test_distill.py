@@ -1,5 +1,7 @@
 """Dataset distillation: gradients, unrolls, compilation, learning, config errors."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,6 +174,7 @@ def test_epoch_batches_are_deterministic():
     ('distill.image_init', 'zeros', "distill.image_init='zeros'.*allowed: noise, real"),
     ('outer.steps', -5, 'outer.steps=-5'),
     ('eval.num_inits', 0, 'eval.num_inits=0'),
+    ('eval.select', 'best', "eval.select='best'.*allowed: last, val"),
 ])
 def test_config_errors_name_the_field(field, value, match):
   config = tiny_config()
@@ -194,3 +197,43 @@ def test_model_registry_builds_every_model_used_by_presets():
     shape = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3), 'digits': (8, 8, 1)}[c.data.name]
     distill.check_config(c, shape, 10)
     assert models.build(c.model.name, 10, shape) is not None
+
+
+def test_select_by_validation_keeps_the_best_periodic_set(tmp_path):
+  from configs import distill as distill_configs
+  config = distill_configs.get_config('tiny')
+  config.progress_bar = False
+  config.eval.baselines = False
+  config.eval.select = 'val'
+  config.eval.every = 4
+  config.outer.steps = 12
+  results = distill.run(config, str(tmp_path))
+  saved = {int(f[:-4]): f for f in os.listdir(tmp_path / 'best_val') if f.endswith('.npz')}
+  assert results['selected_step'] in saved and results['selected_step'] in (4, 8, 12)
+  # each file improves on the ones before it
+  vals = [float(np.load(tmp_path / 'best_val' / saved[k])['val_acc']) for k in sorted(saved)]
+  assert vals == sorted(vals) and len(set(vals)) == len(vals)
+  assert results['selected_val_acc'] == vals[-1]
+  with np.load(tmp_path / 'best_val' / saved[results['selected_step']]) as best:
+    z = distill.load_distilled(str(tmp_path / 'distilled.npz'))
+    np.testing.assert_array_equal(z['images_normalized'], best['learned/x'])
+  assert 0 <= results['last_test_acc_mean'] <= 1
+  # a resumed run only trusts files saved up to the checkpoint it resumed from
+  assert distill.load_best(str(tmp_path / 'best_val'), 0) is None
+  first = min(saved)
+  assert distill.load_best(str(tmp_path / 'best_val'), first)['step'] == first
+
+
+def test_validation_split_is_disjoint_and_shared_with_baselines():
+  val, rest = distill.split_val(100, 10, seed=3)
+  assert len(val) == 10 and len(rest) == 90
+  assert sorted(np.concatenate([val, rest]).tolist()) == list(range(100))
+  np.testing.assert_array_equal(distill.split_val(100, 10, seed=3)[0], val)
+
+
+def test_select_val_needs_periodic_evaluations():
+  config = tiny_config()
+  config.eval.select = 'val'
+  config.eval.every = 0
+  with pytest.raises(distill.ConfigError, match='eval.every=0'):
+    distill.check_config(config)

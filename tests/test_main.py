@@ -77,8 +77,10 @@ def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
+  # with eval.select=val: the best-on-validation set must survive the kill as well
   overrides = ['--config.outer.steps=40', '--config.checkpoint_every=2',
-               '--config.eval.baselines=False']
+               '--config.eval.baselines=False', '--config.eval.select=val',
+               '--config.eval.every=4']
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
   subprocess.run(main_cmd(whole, *overrides), cwd=ROOT, check=True, capture_output=True)
 
@@ -104,6 +106,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
   ra = json.loads((whole / 'results.json').read_text())
   rb = json.loads((killed / 'results.json').read_text())
   assert ra['test_acc_all'] == rb['test_acc_all']
+  assert ra['selected_step'] == rb['selected_step']
+  assert ra['selected_val_acc'] == rb['selected_val_acc']
 
 
 def test_resume_with_a_state_changing_config_is_one_line_error(tmp_path):

@@ -68,3 +68,22 @@ def test_matmul_conv_equals_flax_conv(padding):
   ref = nn.Conv(4, (5, 5), padding=padding)
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+
+
+def test_alexcifarnet_matmul_equals_xla_impl():
+  """The fast conv/pool (slices + matmul) computes what nn.Conv + nn.max_pool do, and so
+  do their gradients (distillation differentiates through them twice)."""
+  import flax.linen as nn
+  from awesome_jax.models.small import max_pool_3x3_s2
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  fast = models.build('alexcifarnet', 10, (32, 32, 3))
+  ref = models.build('alexcifarnet', 10, (32, 32, 3), conv_impl='xla')
+  params = fast.init(jax.random.key(1), x)
+  np.testing.assert_allclose(fast.apply(params, x), ref.apply(params, x), rtol=1e-4, atol=1e-5)
+  loss = lambda m: (lambda p: jnp.sum(m.apply(p, x) ** 2))
+  g_fast, g_ref = jax.grad(loss(fast))(params), jax.grad(loss(ref))(params)
+  for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4)
+  odd = jax.random.normal(jax.random.key(2), (1, 7, 9, 2))  # odd sizes: ceil(H / 2)
+  np.testing.assert_array_equal(max_pool_3x3_s2(odd),
+                                nn.max_pool(odd, (3, 3), (2, 2), ((1, 1), (1, 1))))

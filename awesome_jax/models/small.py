@@ -60,6 +60,22 @@ def max_pool_2x2(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def max_pool_3x3_s2(x):
+  """3x3 max pooling, stride 2, padding 1 (as torch MaxPool2d(3, 2, 1)) as the max of 9
+  strided slices. Same values as `nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))`; its
+  second derivative (needed by the distillation meta-gradient) avoids XLA:CPU's very slow
+  select-and-gather of reduce_window's JVP (AlexCifarNet outer step 45 s -> see RESULTS.md)."""
+  n, h, w, c = x.shape
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+  out = None
+  for i in range(3):
+    for j in range(3):
+      s = x[:, i:i + 2 * (oh - 1) + 1:2, j:j + 2 * (ow - 1) + 1:2, :]
+      out = s if out is None else jnp.maximum(out, s)
+  return out
+
+
 class LeNet(nn.Module):
   """conv6@5x5(pad 2)-pool-conv16@5x5-pool-120-84-classes (MNIST, 28x28x1).
 
@@ -101,15 +117,26 @@ def local_response_norm(x, size=4, alpha=0.001 / 9.0, beta=0.75, k=1.0):
 
 
 class AlexCifarNet(nn.Module):
-  """The dataset-distillation paper's CIFAR-10 net: conv 64-64 5x5 (+LRN), FC 384-192."""
+  """The dataset-distillation paper's CIFAR-10 net: conv 64-64 5x5 (+LRN), FC 384-192.
+
+  conv_impl: 'matmul' (MatmulConv + slice pooling, fast on CPU, above all for the
+  second derivatives of distillation) or 'xla' (nn.Conv + nn.max_pool). Same parameter
+  tree (the convs are named Conv_0, Conv_1 either way) and same outputs.
+  """
   num_classes: int = 10
+  conv_impl: str = 'matmul'
 
   @nn.compact
   def __call__(self, x):
-    pool = lambda y: nn.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    x = nn.relu(nn.Conv(64, (5, 5), padding=2, kernel_init=xavier)(x))
+    if self.conv_impl == 'matmul':
+      conv, pool = MatmulConv, max_pool_3x3_s2
+    elif self.conv_impl == 'xla':
+      conv, pool = nn.Conv, lambda y: nn.max_pool(y, (3, 3), (2, 2), ((1, 1), (1, 1)))
+    else:
+      raise ValueError(f'conv_impl={self.conv_impl!r}: unknown; allowed: matmul, xla')
+    x = nn.relu(conv(64, (5, 5), padding=2, kernel_init=xavier, name='Conv_0')(x))
     x = local_response_norm(pool(x))
-    x = nn.relu(nn.Conv(64, (5, 5), padding=2, kernel_init=xavier)(x))
+    x = nn.relu(conv(64, (5, 5), padding=2, kernel_init=xavier, name='Conv_1')(x))
     x = pool(local_response_norm(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(384, kernel_init=xavier)(x))
