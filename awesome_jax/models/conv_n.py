@@ -20,6 +20,23 @@ WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512)
 kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
+def conv_layer(mode, features, kernel, keep_fraction, weight_init, stride=1, name=None):
+  """A bias-free kxk 'same' conv: edge-popup's MaskedConv (mode 'masked') or a trained
+  MatmulConv with kaiming-normal weights (mode 'dense'). Conv-N and the ResNets use it."""
+  if mode == 'masked':
+    return supermask.MaskedConv(features, (kernel, kernel), keep_fraction, weight_init,
+                                stride=stride, name=name)
+  return MatmulConv(features, (kernel, kernel), padding=kernel // 2, use_bias=False,
+                    kernel_init=kaiming_normal, stride=stride, name=name)
+
+
+def dense_layer(mode, features, keep_fraction, weight_init, name=None):
+  """A bias-free linear layer: MaskedDense (mode 'masked') or a trained nn.Dense."""
+  if mode == 'masked':
+    return supermask.MaskedDense(features, keep_fraction, weight_init, name=name)
+  return nn.Dense(features, use_bias=False, kernel_init=kaiming_normal, name=name)
+
+
 class ConvN(nn.Module):
   depth: int = 4                  # 2, 4, 6 or 8 conv layers
   num_classes: int = 10
@@ -30,16 +47,11 @@ class ConvN(nn.Module):
   norm: str = 'none'              # none | batchnorm (non-affine)
 
   def _conv(self, features, name):
-    if self.mode == 'masked':
-      return supermask.MaskedConv(features, (3, 3), self.keep_fraction, self.weight_init,
-                                  name=name)
-    return MatmulConv(features, (3, 3), padding=1, use_bias=False,
-                      kernel_init=kaiming_normal, name=name)
+    return conv_layer(self.mode, features, 3, self.keep_fraction, self.weight_init,
+                      name=name)
 
   def _dense(self, features, name):
-    if self.mode == 'masked':
-      return supermask.MaskedDense(features, self.keep_fraction, self.weight_init, name=name)
-    return nn.Dense(features, use_bias=False, kernel_init=kaiming_normal, name=name)
+    return dense_layer(self.mode, features, self.keep_fraction, self.weight_init, name)
 
   def _norm(self, x, train, name):
     if self.norm == 'batchnorm':

@@ -18,8 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from awesome_jax import supermask
-from awesome_jax.models.conv_n import kaiming_normal
-from awesome_jax.models.small import MatmulConv
+from awesome_jax.models.conv_n import conv_layer, dense_layer
 
 ARCHS = {'resnet18': ('basic', (2, 2, 2, 2)), 'resnet50': ('bottleneck', (3, 4, 6, 3))}
 STEMS = ('auto', 'cifar', 'imagenet')
@@ -35,11 +34,8 @@ class LayerConfig:
 
 
 def conv(cfg, features, kernel, stride, name):
-  if cfg.mode == 'masked':
-    return supermask.MaskedConv(features, (kernel, kernel), cfg.keep_fraction,
-                                cfg.weight_init, stride=stride, name=name)
-  return MatmulConv(features, (kernel, kernel), padding=kernel // 2, use_bias=False,
-                    kernel_init=kaiming_normal, stride=stride, name=name)
+  return conv_layer(cfg.mode, features, kernel, cfg.keep_fraction, cfg.weight_init,
+                    stride, name)
 
 
 def norm(cfg, x, train, name):
@@ -104,11 +100,8 @@ class ResNet(nn.Module):
         x = Block(c, kind, base * 2 ** stage, stride, name=f'stage{stage + 1}_block{b}')(
             x, train)
     x = jnp.mean(x, axis=(1, 2))
-    if self.mode == 'masked':
-      return supermask.MaskedDense(self.num_classes, self.keep_fraction, self.weight_init,
-                                   name='fc')(x)
-    return nn.Dense(self.num_classes, use_bias=False, kernel_init=kaiming_normal,
-                    name='fc')(x)
+    return dense_layer(self.mode, self.num_classes, self.keep_fraction, self.weight_init,
+                       'fc')(x)
 
 
 def check(arch, mode, keep_fraction, weight_init, stem='auto'):
