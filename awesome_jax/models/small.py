@@ -89,9 +89,11 @@ class LeNet(nn.Module):
   def __call__(self, x):
     if self.conv_impl == 'matmul':
       conv, pool = MatmulConv, max_pool_2x2
-    else:
+    elif self.conv_impl == 'xla':
       conv = lambda f, k, padding=0: nn.Conv(f, k, padding=padding, kernel_init=xavier)
       pool = lambda y: nn.max_pool(y, (2, 2), (2, 2))
+    else:
+      raise ValueError(f'conv_impl={self.conv_impl!r}: unknown; allowed: matmul, xla')
     x = nn.relu(conv(6, (5, 5), padding=2)(x))
     x = pool(x)
     x = nn.relu(conv(16, (5, 5))(x))
