@@ -595,8 +595,24 @@ def stored_init(z):
   return None if tree is None else jax.tree_util.tree_map(jnp.asarray, tree)
 
 
+def check_eval_config(config):
+  """Raises ConfigError naming the field if the 'distill_eval' config is impossible."""
+  e = config.eval
+  if not e.npz:
+    raise ConfigError("eval.npz='': give the distilled.npz to evaluate "
+                      '(--config.eval.npz=DIR/distilled.npz)')
+  if e.schedule not in SCHEDULES:
+    raise ConfigError(f'eval.schedule={e.schedule!r}: unknown; allowed: {", ".join(SCHEDULES)}')
+  if not (isinstance(e.num_inits, int) and e.num_inits >= 1):
+    raise ConfigError(f'eval.num_inits={e.num_inits!r}: must be an integer >= 1')
+
+
 def evaluate_saved(config, workdir):
   """The 'distill_eval' task: test accuracy of fresh nets trained on config.eval.npz."""
+  check_eval_config(config)
+  if not os.path.isfile(config.eval.npz):
+    raise data_lib.DataError(f'{config.eval.npz}: no such file (eval.npz: a distilled.npz '
+                             'written by a distill run)')
   z = load_distilled(config.eval.npz)
   if str(z['dataset']) != config.data.name:
     raise ConfigError(f'data.name={config.data.name!r} but {config.eval.npz} was distilled '

@@ -36,6 +36,28 @@ def check_model(m):
     resnet.check(m.arch, m.mode, m.keep_fraction, m.weight_init, m.stem)
 
 
+def check(config):
+  """The 'edge_popup' task's config checks that need no data (see main --dry_run)."""
+  train_lib.check_train_config(config.train)
+  check_model(config.model)
+
+
+def sweep_grid(config):
+  """(keep_fractions, weight_inits) of config.sweep, each value checked."""
+  ks = [float(k) for k in config.sweep.keep_fractions.split(',') if k.strip()]
+  inits = [i.strip() for i in config.sweep.weight_inits.split(',') if i.strip()]
+  for k in ks:
+    supermask.check_keep_fraction(k, 'sweep.keep_fractions')
+  for i in inits:
+    supermask.check_weight_init(i, 'sweep.weight_inits')
+  return ks, inits
+
+
+def check_sweep(config):
+  check(config)
+  sweep_grid(config)
+
+
 def build_model(m, num_classes):
   check_model(m)
   if m.arch == 'conv':
@@ -61,9 +83,8 @@ def load_subnetwork(path):
 def run(config, workdir):
   """Trains and evaluates; returns the results dict."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  train_lib.check_train_config(config.train)
+  check(config)
   m = config.model
-  check_model(m)
   dataset = data_lib.load(config.data.name, config.data.source, config.data.data_dir,
                           config.data.tfds_data_dir)
   model = build_model(m, dataset.num_classes)
@@ -133,12 +154,7 @@ def sweep(config, workdir):
   """The 'edge_popup_sweep' task: one run per (keep_fraction, weight_init) plus the dense
   baseline, each in its own sub-workdir (resumable; finished runs are not redone).
   Writes sweep.csv and sweep.png (test accuracy vs % of weights kept, dense as a line)."""
-  ks = [float(k) for k in config.sweep.keep_fractions.split(',') if k.strip()]
-  inits = [i.strip() for i in config.sweep.weight_inits.split(',') if i.strip()]
-  for k in ks:
-    supermask.check_keep_fraction(k, 'sweep.keep_fractions')
-  for i in inits:
-    supermask.check_weight_init(i, 'sweep.weight_inits')
+  ks, inits = sweep_grid(config)
 
   def sub(name, **fields):
     path = os.path.join(workdir, name)

@@ -2,6 +2,7 @@
 
 Picks the task named by `config.task`, saves the config in the workdir and runs it.
 Bad configs and bad data end with one line naming the field or file (exit code 2).
+`--dry_run` checks the config's fields (no data, no workdir written) and exits.
 """
 
 import json
@@ -16,14 +17,18 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py[:preset]).')
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and outputs go.')
+flags.DEFINE_bool('dry_run', False, 'Only check the config (no data read, nothing written).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def tasks():
+  """{task: (run(config, workdir), check(config) without data)}."""
   from awesome_jax import distill, edge_popup, shape_bias_task  # pylint: disable=g-import-not-at-top
-  return {'distill': distill.run, 'distill_eval': distill.evaluate_saved,
-          'shape_bias': shape_bias_task.run,
-          'edge_popup': edge_popup.run, 'edge_popup_sweep': edge_popup.sweep}
+  return {'distill': (distill.run, distill.check_config),
+          'distill_eval': (distill.evaluate_saved, distill.check_eval_config),
+          'shape_bias': (shape_bias_task.run, shape_bias_task.check),
+          'edge_popup': (edge_popup.run, edge_popup.check),
+          'edge_popup_sweep': (edge_popup.sweep, edge_popup.check_sweep)}
 
 
 def user_errors():
@@ -41,6 +46,15 @@ def main(argv):
   if config.task not in available:
     sys.exit(f'error: config.task={config.task!r}: unknown; allowed: '
              f'{", ".join(available)}')
+  run, check = available[config.task]
+  if FLAGS.dry_run:
+    try:
+      check(config)
+    except user_errors() as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    print(f'config OK: task {config.task} (--dry_run: no data read, {workdir} untouched)')
+    return
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):  # a restart: keep the config the run last ran with
@@ -49,7 +63,7 @@ def main(argv):
     f.write(config.to_json_best_effort(indent=2))
   print(config)
   try:
-    available[config.task](config, workdir)
+    run(config, workdir)
   except user_errors() as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -29,8 +29,17 @@ def load_images(paths, size=224):
   return np.stack(out)
 
 
-def model_fn_from_config(config):
-  """(name, fn: uint8 NHWC images -> ImageNet logits) for config.model."""
+def check(config):
+  """The 'shape_bias' task's config checks that need no data (see main --dry_run)."""
+  conditions = [c.strip() for c in config.conditions.split(',') if c.strip()]
+  for cond in conditions:
+    if cond not in CONDITIONS:
+      raise sb.StimulusError(f'conditions: {cond!r} unknown; allowed: {", ".join(CONDITIONS)}')
+  check_model(config)
+  return conditions
+
+
+def check_model(config):
   from awesome_jax import models  # pylint: disable=g-import-not-at-top
   from awesome_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
   if config.model.name != 'efficientnet_lite0':
@@ -40,6 +49,13 @@ def model_fn_from_config(config):
   if norm not in efficientnet_lite.NORMALIZATION:
     raise models.ModelError(f'model.normalization={norm!r}: unknown; allowed: '
                             f'{", ".join(efficientnet_lite.NORMALIZATION)}')
+
+
+def model_fn_from_config(config):
+  """(name, fn: uint8 NHWC images -> ImageNet logits) for config.model."""
+  from awesome_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
+  check_model(config)
+  norm = config.model.normalization
   model, variables = efficientnet_lite.load_lite0(config.model.weights or None)
   apply = jax.jit(lambda x: model.apply(variables, efficientnet_lite.preprocess(x, norm)))
   return config.model.name, apply
@@ -67,6 +83,8 @@ def run(config, workdir, logits_fn=None):
   for cond in conditions:
     if cond not in CONDITIONS:
       raise sb.StimulusError(f'conditions: {cond!r} unknown; allowed: {", ".join(CONDITIONS)}')
+  if logits_fn is None:
+    check_model(config)
   # read every input before the (slow) model runs, so that a bad path fails at once
   inputs = {}
   for cond in conditions:
