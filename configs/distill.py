@@ -6,6 +6,8 @@ Presets as config strings: `configs/distill.py:PRESET`, PRESET one of
   mnist_t100   random init, 100 images, 10 steps x 10 epochs (T=100), learned labels and
                per-layer lrs, real-image init, 2 inits per step: past 88.5 % (RESULTS.md)
   cifar10      AlexCifarNet, random init, 100 images (paper: 36.8%)
+  cifar10_cpu  the same with learned labels (init 4 x one-hot), per-layer lrs, real-image
+               init at lr 0.01, 1,000 outer steps: the budgeted CPU recipe of RESULTS.md
   tiny         scikit-learn digits, MLP, a few outer steps (tests, smoke runs)
   evaluate     task distill_eval: train fresh nets on a saved distilled.npz
                (--config.eval.npz=PATH, --config.eval.schedule=distilled|minibatch)
@@ -98,6 +100,19 @@ def get_config(preset='mnist'):
     c.model.name = 'alexcifarnet'
     c.distill.init_lr = 0.001
     c.outer.batch_size = 256
+  elif preset == 'cifar10_cpu':
+    c.data.name = 'cifar10'
+    c.model.name = 'alexcifarnet'
+    c.distill.learn_labels = True
+    c.distill.label_init_scale = 4.0  # softmax(4 * one-hot): 0.86 on the true class
+    c.distill.lr_per_layer = True
+    c.distill.image_init = 'real'
+    c.distill.init_lr = 0.01          # tuned for 100 random real images, T = 30
+    c.outer.batch_size = 256
+    c.outer.steps = 1000
+    c.outer.decay_every = 500
+    c.eval.every = 100
+    c.checkpoint_every = 20           # ~15 s per outer step on a 2-core CPU
   elif preset == 'tiny':
     c.data.name = 'digits'
     c.model.name = 'mlp'
@@ -118,5 +133,5 @@ def get_config(preset='mnist'):
     c.task = 'distill_eval'
   else:
     raise ValueError(f'configs/distill.py:{preset}: unknown preset; allowed: '
-                     'mnist, mnist_t100, mnist_fixed, cifar10, tiny, evaluate')
+                     'mnist, mnist_t100, mnist_fixed, cifar10, cifar10_cpu, tiny, evaluate')
   return c

@@ -192,7 +192,7 @@ def test_dataset_model_mismatch_is_a_config_error():
 
 
 def test_model_registry_builds_every_model_used_by_presets():
-  for preset in ('mnist', 'mnist_t100', 'mnist_fixed', 'cifar10', 'tiny'):
+  for preset in ('mnist', 'mnist_t100', 'mnist_fixed', 'cifar10', 'cifar10_cpu', 'tiny'):
     c = distill_configs.get_config(preset)
     shape = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3), 'digits': (8, 8, 1)}[c.data.name]
     distill.check_config(c, shape, 10)
@@ -200,7 +200,6 @@ def test_model_registry_builds_every_model_used_by_presets():
 
 
 def test_select_by_validation_keeps_the_best_periodic_set(tmp_path):
-  from configs import distill as distill_configs
   config = distill_configs.get_config('tiny')
   config.progress_bar = False
   config.eval.baselines = False
