@@ -284,11 +284,14 @@ class Distiller:
 
   def train_and_test(self, params0, xs, ys, lrs, x_test, y_test):
     """Trains each of params0 (leading axis) on (xs, ys, lrs); test accuracy of each."""
+    return self.train_and_test_sets(params0, xs, ys, lrs, [(x_test, y_test)])[0]
+
+  def train_and_test_sets(self, params0, xs, ys, lrs, sets):
+    """Trains the nets once; [accuracy of each net on (x, y)] for each (x, y) in sets."""
     trained = self._train_nets(params0, xs, ys, lrs)
     n = jax.tree_util.tree_leaves(trained)[0].shape[0]
-    return np.array([
-        self.accuracy(jax.tree_util.tree_map(lambda a, i=i: a[i], trained), x_test, y_test)
-        for i in range(n)])
+    nets = [jax.tree_util.tree_map(lambda a, i=i: a[i], trained) for i in range(n)]
+    return [np.array([self.accuracy(p, x, y) for p in nets]) for x, y in sets]
 
   def eval_inits(self, state, num, seed):
     """Inits for evaluation: the fixed init, or `num` fresh ones from `seed`.
@@ -432,11 +435,11 @@ def run(config: ml_collections.ConfigDict, workdir: str):
       writer.write(done, {f'train/{k}': v for k, v in m.items()})
       bar.set_postfix(loss=f'{m["meta_loss"]:.3f}', acc=f'{m["meta_acc"]:.3f}')
     if config.eval.every and done % config.eval.every == 0 and done < config.outer.steps:
-      accs = _evaluate(distiller, state, x_test, y_test, config.eval.every_num_inits,
-                       config.eval.seed)
+      sets = [(x_test, y_test)] + ([(x_val, y_val)] if select_val else [])
+      accs, *val_accs = _evaluate_sets(distiller, state, e.every_num_inits, e.seed, sets)
       scalars = {'eval/acc_mean': accs.mean(), 'eval/acc_std': accs.std()}
       if select_val:
-        val = _evaluate(distiller, state, x_val, y_val, e.every_num_inits, e.seed).mean()
+        val = val_accs[0].mean()
         scalars['eval/val_acc_mean'] = val
         if best is None or val > best['val_acc']:
           best = save_best(best_path, state['learned'], done, val)
@@ -456,8 +459,10 @@ def run(config: ml_collections.ConfigDict, workdir: str):
              'last_test_acc_mean': float(last_accs.mean()),
              'last_test_acc_std': float(last_accs.std())}
     state = dict(state, learned=jax.tree_util.tree_map(jnp.asarray, best['learned']))
-  accs = _evaluate(distiller, state, x_test, y_test, config.eval.num_inits,
-                   config.eval.seed)
+  if select_val and best['step'] == config.outer.steps:  # the last set won: same nets
+    accs = last_accs
+  else:
+    accs = _evaluate(distiller, state, x_test, y_test, e.num_inits, e.seed)
   results = {
       'dataset': dataset.name, 'model': config.model.name,
       'images': int(distiller.per_step * config.distill.steps),
@@ -525,11 +530,16 @@ def load_best(folder, resumed_step):
 
 
 def _evaluate(distiller, state, x_test, y_test, num, seed):
+  return _evaluate_sets(distiller, state, num, seed, [(x_test, y_test)])[0]
+
+
+def _evaluate_sets(distiller, state, num, seed, sets):
+  """The same `num` nets trained once on the learned set, tested on each of `sets`."""
   learned = state['learned']
   ys = targets_of(learned, distiller.fixed_labels, distiller.num_classes)
   params0 = distiller.eval_inits(state, num, seed)
-  return distiller.train_and_test(params0, learned['x'], ys,
-                                  jax.nn.softplus(learned['raw_lr']), x_test, y_test)
+  return distiller.train_and_test_sets(params0, learned['x'], ys,
+                                       jax.nn.softplus(learned['raw_lr']), sets)
 
 
 def _summary(results):

@@ -31,11 +31,17 @@ def load_images(paths, size=224):
 
 def check(config):
   """The 'shape_bias' task's config checks that need no data (see main --dry_run)."""
+  conditions = check_conditions(config)
+  check_model(config)
+  return conditions
+
+
+def check_conditions(config):
+  """The names in config.conditions, each checked."""
   conditions = [c.strip() for c in config.conditions.split(',') if c.strip()]
   for cond in conditions:
     if cond not in CONDITIONS:
       raise sb.StimulusError(f'conditions: {cond!r} unknown; allowed: {", ".join(CONDITIONS)}')
-  check_model(config)
   return conditions
 
 
@@ -79,12 +85,7 @@ CONDITIONS = {'cue-conflict': ('stimuli', 'cue-conflict'), 'edge': ('edges', 'ed
 def run(config, workdir, logits_fn=None):
   """Shape bias and human comparison of config.model (or of `logits_fn`) on each of
   config.conditions."""
-  conditions = [c.strip() for c in config.conditions.split(',') if c.strip()]
-  for cond in conditions:
-    if cond not in CONDITIONS:
-      raise sb.StimulusError(f'conditions: {cond!r} unknown; allowed: {", ".join(CONDITIONS)}')
-  if logits_fn is None:
-    check_model(config)
+  conditions = check(config) if logits_fn is None else check_conditions(config)
   # read every input before the (slow) model runs, so that a bad path fails at once
   inputs = {}
   for cond in conditions:
