@@ -70,6 +70,9 @@ def evaluate_all(distiller, x_train, y_train, x_test, y_test, config):
                                     e.tune_inits, e.seed + 1)
   test_inits = distiller.eval_inits(None if d.random_init else _state_stub(distiller, config),
                                     e.num_inits, e.seed)
+  # the distilled set's inner optimizer: with distill.momentum > 0 the baselines train
+  # with that momentum too (a learned momentum starts from it)
+  beta = d.momentum or None
   results = {}
   for method in METHODS:
     imgs = per_class_images(method, pool_x, pool_y, distiller.num_classes, per_class,
@@ -79,12 +82,13 @@ def evaluate_all(distiller, x_train, y_train, x_test, y_test, config):
     for lr in e.baseline_lrs:
       lrs = jnp.full((distiller.total_steps,), lr, jnp.float32)
       val = distiller.train_and_test(tune_inits, xs, ys, lrs, x_train[val_idx],
-                                     y_train[val_idx]).mean()
+                                     y_train[val_idx], momentum=beta).mean()
       if best is None or val > best[1]:
         best = (lr, val)
     lrs = jnp.full((distiller.total_steps,), best[0], jnp.float32)
-    accs = distiller.train_and_test(test_inits, xs, ys, lrs, x_test, y_test)
+    accs = distiller.train_and_test(test_inits, xs, ys, lrs, x_test, y_test, momentum=beta)
     results[method] = {'lr': float(best[0]), 'val_acc': float(best[1]),
+                       'momentum': float(d.momentum),
                        'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
                        'eval_nets': int(len(accs))}
   return results

@@ -7,10 +7,12 @@ Learned (`learned` dict, a plain pytree):
             (P = leaves of the param tree in jax.tree_util order)
   labels:   (steps, n, classes) label logits, only when labels are learned
             (targets = softmax(labels)); else targets are fixed one-hot.
+  raw_momentum: () inner heavy-ball momentum, beta = sigmoid(raw_momentum), only with
+            distill.learn_momentum; distill.momentum > 0 alone fixes beta (not learned).
 
-Inner loop: T = steps * epochs SGD steps, step t trains on batch t % steps with lr[t],
-written as one `jax.lax.scan`. Meta-loss: cross-entropy of the trained net on a real
-batch, averaged over `n_inits` initialisations (vmap). Meta-gradient: `jax.grad`
+Inner loop: T = steps * epochs SGD steps, step t trains on batch t % steps with lr[t]
+(optionally with momentum: v = beta v + g, p -= lr[t] v), written as one `jax.lax.scan`.
+Meta-loss: cross-entropy of the trained net on a real batch, averaged over `n_inits` initialisations (vmap). Meta-gradient: `jax.grad`
 through the scan, optionally with `jax.checkpoint` on the scan body (memory flat in T)
 and truncated to the last `truncate` steps.
 """
@@ -56,7 +58,7 @@ def inverse_softplus(y):
   return float(np.log(np.expm1(y)))
 
 
-def inner_sgd(apply_fn, params, xs, ys, lrs, remat=False, truncate=0):
+def inner_sgd(apply_fn, params, xs, ys, lrs, remat=False, truncate=0, momentum=None):
   """Trains `params` by len(lrs) SGD steps; step t uses batch (xs[t % S], ys[t % S]).
 
   Args:
@@ -67,33 +69,48 @@ def inner_sgd(apply_fn, params, xs, ys, lrs, remat=False, truncate=0):
       (leaves in jax.tree_util.tree_leaves order).
     remat: wrap the scan body in `jax.checkpoint` (recompute instead of store).
     truncate: if 0 < truncate < T, gradients flow only through the last `truncate`.
+    momentum: None for plain SGD, else beta (a scalar, may be traced) of heavy-ball
+      momentum as torch.optim.SGD: v = beta * v + g (v starts at 0), p -= lr * v.
   Returns:
     the trained params.
   """
   num_batches = xs.shape[0]
 
-  def body(p, inp):
+  def body(carry, inp):
+    p, v = carry
     t, lr = inp
     i = t % num_batches
     g = jax.grad(lambda q: soft_cross_entropy(apply_fn(q, xs[i]), ys[i]))(p)
+    if v is not None:
+      v = jax.tree_util.tree_map(lambda a, b: momentum * a + b, v, g)
+      g = v
     if lr.ndim == 0:
-      return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+      return (jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), v), None
     leaves, treedef = jax.tree_util.tree_flatten(p)
     new = [a - lr[j] * b for j, (a, b) in enumerate(zip(leaves, jax.tree_util.tree_leaves(g)))]
-    return jax.tree_util.tree_unflatten(treedef, new), None
+    return (jax.tree_util.tree_unflatten(treedef, new), v), None
 
   if remat:
     body = jax.checkpoint(body)
   ts = jnp.arange(lrs.shape[0])
   total = lrs.shape[0]
+  carry = (params, None if momentum is None else
+           jax.tree_util.tree_map(jnp.zeros_like, params))
   if 0 < truncate < total:
     cut = total - truncate
-    params, _ = jax.lax.scan(body, params, (ts[:cut], lrs[:cut]))
-    params = jax.lax.stop_gradient(params)
-    params, _ = jax.lax.scan(body, params, (ts[cut:], lrs[cut:]))
+    carry, _ = jax.lax.scan(body, carry, (ts[:cut], lrs[:cut]))
+    carry = jax.lax.stop_gradient(carry)
+    carry, _ = jax.lax.scan(body, carry, (ts[cut:], lrs[cut:]))
   else:
-    params, _ = jax.lax.scan(body, params, (ts, lrs))
-  return params
+    carry, _ = jax.lax.scan(body, carry, (ts, lrs))
+  return carry[0]
+
+
+def momentum_of(learned, fixed):
+  """The inner momentum: sigmoid of the learned raw value, else `fixed` (None if 0)."""
+  if 'raw_momentum' in learned:
+    return jax.nn.sigmoid(learned['raw_momentum'])
+  return fixed if fixed else None
 
 
 def targets_of(learned, fixed_labels, num_classes):
@@ -104,16 +121,18 @@ def targets_of(learned, fixed_labels, num_classes):
 
 
 def meta_loss(learned, params0, real_x, real_y, *, apply_fn, fixed_labels, num_classes,
-              remat=False, truncate=0):
+              remat=False, truncate=0, momentum=0.0):
   """Mean real-batch loss (and accuracy) of nets trained from each of `params0`.
 
   params0 has a leading axis over initialisations; the nets are trained in a vmap.
   """
   lrs = jax.nn.softplus(learned['raw_lr'])
   ys = targets_of(learned, fixed_labels, num_classes)
+  beta = momentum_of(learned, momentum)
 
   def one(p0):
-    p = inner_sgd(apply_fn, p0, learned['x'], ys, lrs, remat=remat, truncate=truncate)
+    p = inner_sgd(apply_fn, p0, learned['x'], ys, lrs, remat=remat, truncate=truncate,
+                  momentum=beta)
     logits = apply_fn(p, real_x)
     return cross_entropy(logits, real_y), jnp.mean(jnp.argmax(logits, -1) == real_y)
 
@@ -165,6 +184,11 @@ def check_config(config, data_shape=None, num_classes=None):
   if e.select == 'val' and not (isinstance(e.val_size, int) and e.val_size >= 1):
     raise ConfigError(f'eval.val_size={e.val_size!r}: eval.select=\'val\' needs held-out '
                       'training images; set eval.val_size >= 1')
+  if not (isinstance(d.momentum, (int, float)) and 0 <= d.momentum < 1):
+    raise ConfigError(f'distill.momentum={d.momentum!r}: must be in [0, 1) (0 = plain SGD)')
+  if d.learn_momentum and not 0 < d.momentum < 1:
+    raise ConfigError(f'distill.momentum={d.momentum!r}: distill.learn_momentum=True '
+                      'starts from it and needs 0 < momentum < 1 (e.g. 0.5)')
   if not d.random_init and d.n_inits != 1:
     raise ConfigError(f'distill.n_inits={d.n_inits}: fixed init (distill.random_init='
                       'False) trains exactly one init; set n_inits=1')
@@ -202,7 +226,8 @@ class Distiller:
       tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
     self.tx = tx
     self.outer_step = jax.jit(self._outer_step)
-    self._train_nets = jax.jit(jax.vmap(self._train_one, in_axes=(0, None, None, None)))
+    self._train_nets = jax.jit(jax.vmap(self._train_one,
+                                        in_axes=(0, None, None, None, None)))
     self._accuracy = jax.jit(self._accuracy_one)
 
   # -- pure functions
@@ -239,6 +264,9 @@ class Distiller:
     if d.learn_labels:
       learned['labels'] = d.label_init_scale * jax.nn.one_hot(self.fixed_labels,
                                                              self.num_classes)
+    if d.learn_momentum:
+      learned['raw_momentum'] = jnp.asarray(np.log(d.momentum / (1 - d.momentum)),
+                                            jnp.float32)
     state = {'step': jnp.zeros((), jnp.int32), 'learned': learned,
              'opt': self.tx.init(learned)}
     if not d.random_init:
@@ -256,7 +284,7 @@ class Distiller:
     d = self.config.distill
     return meta_loss(learned, params0, real_x, real_y, apply_fn=self.apply,
                      fixed_labels=self.fixed_labels, num_classes=self.num_classes,
-                     remat=d.remat, truncate=d.truncate)
+                     remat=d.remat, truncate=d.truncate, momentum=d.momentum)
 
   def _outer_step(self, state, real_x, real_y, key):
     params0 = self.inits_for_step(state, key)
@@ -270,8 +298,8 @@ class Distiller:
                'lr_mean': jnp.mean(jax.nn.softplus(state['learned']['raw_lr']))}
     return new, metrics
 
-  def _train_one(self, params0, xs, ys, lrs):
-    return inner_sgd(self.apply, params0, xs, ys, lrs)
+  def _train_one(self, params0, xs, ys, lrs, momentum):
+    return inner_sgd(self.apply, params0, xs, ys, lrs, momentum=momentum)
 
   def _accuracy_one(self, params, x, y):
     return jnp.sum(jnp.argmax(self.apply(params, x), -1) == y)
@@ -282,13 +310,17 @@ class Distiller:
     return metrics_lib.accuracy_in_batches(
         lambda xb, yb: self._accuracy(params, xb, yb), x, y, batch_size)
 
-  def train_and_test(self, params0, xs, ys, lrs, x_test, y_test):
+  def train_and_test(self, params0, xs, ys, lrs, x_test, y_test, momentum=None):
     """Trains each of params0 (leading axis) on (xs, ys, lrs); test accuracy of each."""
-    return self.train_and_test_sets(params0, xs, ys, lrs, [(x_test, y_test)])[0]
+    return self.train_and_test_sets(params0, xs, ys, lrs, [(x_test, y_test)],
+                                    momentum)[0]
 
-  def train_and_test_sets(self, params0, xs, ys, lrs, sets):
-    """Trains the nets once; [accuracy of each net on (x, y)] for each (x, y) in sets."""
-    trained = self._train_nets(params0, xs, ys, lrs)
+  def train_and_test_sets(self, params0, xs, ys, lrs, sets, momentum=None):
+    """Trains the nets once; [accuracy of each net on (x, y)] for each (x, y) in sets.
+
+    momentum: None (plain SGD) or the inner momentum beta (see inner_sgd).
+    """
+    trained = self._train_nets(params0, xs, ys, lrs, momentum)
     n = jax.tree_util.tree_leaves(trained)[0].shape[0]
     nets = [jax.tree_util.tree_map(lambda a, i=i: a[i], trained) for i in range(n)]
     return [np.array([self.accuracy(p, x, y) for p in nets]) for x, y in sets]
@@ -329,6 +361,11 @@ def save_distilled(path, distiller, state, extra=None):
       model_kwargs=np.array(json.dumps(distiller.config.model.kwargs.to_dict())),
       loss=np.array('softmax cross-entropy against targets, mean over batch'),
   )
+  beta = momentum_of(learned, d.momentum)
+  if beta is not None:  # absent = plain SGD (sets written before momentum existed too)
+    payload['momentum'] = np.asarray(beta, np.float32)
+    payload['inner_optimizer'] = np.array('SGD with momentum: v = momentum * v + g, '
+                                          'p -= lr * v, v starts at 0')
   if 'init_params' in state:  # a fixed-init set only works from its own init: store it
     payload.update(ckpt_lib.flatten_tree(
         jax.tree_util.tree_map(lambda a: a[0], state['init_params']), 'init/'))
@@ -538,8 +575,9 @@ def _evaluate_sets(distiller, state, num, seed, sets):
   learned = state['learned']
   ys = targets_of(learned, distiller.fixed_labels, distiller.num_classes)
   params0 = distiller.eval_inits(state, num, seed)
-  return distiller.train_and_test_sets(params0, learned['x'], ys,
-                                       jax.nn.softplus(learned['raw_lr']), sets)
+  return distiller.train_and_test_sets(
+      params0, learned['x'], ys, jax.nn.softplus(learned['raw_lr']), sets,
+      momentum_of(learned, distiller.config.distill.momentum))
 
 
 def _summary(results):
@@ -563,7 +601,7 @@ def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3
 
   schedule='distilled': its own step order and learned lrs (what it was made for);
   'minibatch': plain SGD with a fixed `lr`, `epochs` passes over the images shuffled
-  into batches of `batch_size`, targets as stored.
+  into batches of `batch_size`, targets as stored (no momentum).
   Returns (model, trained params with a leading axis of num_nets).
   """
   if schedule not in SCHEDULES:
@@ -583,8 +621,11 @@ def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3
     params0 = jax.vmap(lambda k: model.init(k, jnp.zeros_like(xs[0, :1]))['params'])(
         jax.random.split(key, num_nets))
   k_order = jax.random.fold_in(key, 1_000_003)
+  momentum = None
   if schedule == 'distilled':
     lrs = jnp.asarray(z['lrs'])
+    if 'momentum' in z:
+      momentum = jnp.asarray(z['momentum'])
   else:
     flat_x = xs.reshape((-1,) + xs.shape[2:])
     flat_y = ys.reshape((-1, num_classes))
@@ -595,7 +636,8 @@ def train_on_distilled(z, key, num_nets, schedule='distilled', lr=0.01, epochs=3
     xs = flat_x[order].reshape((epochs * per_epoch, batch_size) + flat_x.shape[1:])
     ys = flat_y[order].reshape((epochs * per_epoch, batch_size, num_classes))
     lrs = jnp.full((epochs * per_epoch,), lr, jnp.float32)
-  train = jax.jit(jax.vmap(lambda p: inner_sgd(apply_fn, p, xs, ys, lrs)))
+  train = jax.jit(jax.vmap(lambda p: inner_sgd(apply_fn, p, xs, ys, lrs,
+                                               momentum=momentum)))
   return model, train(params0)
 
 

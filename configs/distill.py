@@ -43,6 +43,8 @@ def get_config(preset='mnist'):
   c.distill.lr_per_layer = False  # one lr per inner step and param tensor (T x P), not T
   c.distill.learn_labels = False  # learn soft labels (softmax of logits) too
   c.distill.label_init_scale = 1.0  # initial label logits = scale * one_hot
+  c.distill.momentum = 0.0         # inner heavy-ball momentum beta in [0, 1); 0 = plain SGD
+  c.distill.learn_momentum = False  # learn beta (sigmoid-parametrised, one scalar) from momentum
   c.distill.image_init = 'noise'  # noise (N(0,1), as the paper) | real (random real images)
   c.distill.remat = False         # jax.checkpoint the scan body: memory flat in T
   c.distill.truncate = 0          # backprop through the last N inner steps (0 = all)

@@ -48,6 +48,52 @@ def test_scan_unroll_equals_python_loop():
   assert not np.allclose(jax.tree_util.tree_leaves(got)[0], jax.tree_util.tree_leaves(p0)[0])
 
 
+def test_momentum_unroll_equals_torch_style_heavy_ball_loop():
+  _, d, state, _, _ = make_problem(tiny_config(steps=3, epochs=2))
+  p0 = d.init_params(jax.random.key(3))
+  xs, ys = state['learned']['x'], jax.nn.one_hot(d.fixed_labels, d.num_classes)
+  lrs = jnp.linspace(0.05, 0.2, 6)
+  got = distill.inner_sgd(d.apply, p0, xs, ys, lrs, momentum=0.7)
+  params, v = p0, None
+  for t in range(6):  # torch.optim.SGD(momentum=0.7): buf = g at step 0, then 0.7 buf + g
+    g = jax.grad(lambda q: distill.soft_cross_entropy(d.apply(q, xs[t % 3]), ys[t % 3]))(params)
+    v = g if v is None else jax.tree_util.tree_map(lambda a, b: 0.7 * a + b, v, g)
+    params = jax.tree_util.tree_map(lambda a, b: a - lrs[t] * b, params, v)
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  plain = distill.inner_sgd(d.apply, p0, xs, ys, lrs)
+  assert not np.allclose(jax.tree_util.tree_leaves(got)[0], jax.tree_util.tree_leaves(plain)[0])
+
+
+def test_learned_momentum_gradient_matches_finite_differences(tmp_path):
+  with jax.enable_x64(True):
+    config = tiny_config(steps=2, epochs=2, momentum=0.5, learn_momentum=True)
+    _, d, state, rx, ry = make_problem(config)
+    assert float(jax.nn.sigmoid(state['learned']['raw_momentum'])) == pytest.approx(0.5)
+    learned = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), state['learned'])
+    p0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64)[None],
+                                d.init_params(jax.random.key(1)))
+    f = lambda l: d.loss_fn(l, p0, rx.astype(jnp.float64), ry)[0]
+    g = jax.grad(f)(learned)['raw_momentum']
+    eps = 1e-6
+    bump = lambda s: dict(learned, raw_momentum=learned['raw_momentum'] + s)
+    fd = (f(bump(eps)) - f(bump(-eps))) / (2 * eps)
+    assert abs(float(g)) > 1e-8
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-9)
+  # the saved set carries its momentum, and re-training from it reproduces the run's nets
+  path = str(tmp_path / 'd.npz')
+  distill.save_distilled(path, d, state)
+  z = distill.load_distilled(path)
+  assert float(z['momentum']) == pytest.approx(0.5)
+  _, trained = distill.train_on_distilled(z, jax.random.key(7), 2)
+  p0s = d.eval_inits(state, 2, 7)
+  want = jax.vmap(lambda p: distill.inner_sgd(
+      d.apply, p, state['learned']['x'], jax.nn.one_hot(d.fixed_labels, d.num_classes),
+      jax.nn.softplus(state['learned']['raw_lr']), momentum=0.5))(p0s)
+  for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_per_layer_lrs_update_each_param_with_its_own_lr():
   config = tiny_config(steps=2, epochs=2, lr_per_layer=True)
   _, d, state, rx, ry = make_problem(config)
@@ -175,6 +221,8 @@ def test_epoch_batches_are_deterministic():
     ('outer.steps', -5, 'outer.steps=-5'),
     ('eval.num_inits', 0, 'eval.num_inits=0'),
     ('eval.select', 'best', "eval.select='best'.*allowed: last, val"),
+    ('distill.momentum', 1.0, r'distill.momentum=1.0: must be in \[0, 1\)'),
+    ('distill.learn_momentum', True, 'distill.momentum=0.0: distill.learn_momentum=True'),
 ])
 def test_config_errors_name_the_field(field, value, match):
   config = tiny_config()
