@@ -296,6 +296,8 @@ class Distiller:
     metrics = {'meta_loss': loss, 'meta_acc': acc,
                'grad_norm': optax.global_norm(grads),
                'lr_mean': jnp.mean(jax.nn.softplus(state['learned']['raw_lr']))}
+    if 'raw_momentum' in state['learned']:
+      metrics['momentum'] = jax.nn.sigmoid(state['learned']['raw_momentum'])
     return new, metrics
 
   def _train_one(self, params0, xs, ys, lrs, momentum):
@@ -510,6 +512,9 @@ def run(config: ml_collections.ConfigDict, workdir: str):
       'test_acc_all': [float(a) for a in accs], 'eval_nets': int(len(accs)),
       'seconds_this_run': distill_seconds, **final,
   }
+  beta = momentum_of(state['learned'], config.distill.momentum)
+  if beta is not None:
+    results['inner_momentum'] = float(beta)
   if config.eval.baselines:
     results['baselines'] = baselines.evaluate_all(distiller, x_train, y_train, x_test,
                                                   y_test, config)
