@@ -87,3 +87,17 @@ def test_alexcifarnet_matmul_equals_xla_impl():
   odd = jax.random.normal(jax.random.key(2), (1, 7, 9, 2))  # odd sizes: ceil(H / 2)
   np.testing.assert_array_equal(max_pool_3x3_s2(odd),
                                 nn.max_pool(odd, (3, 3), (2, 2), ((1, 1), (1, 1))))
+
+
+def test_inference_twin_is_xla_for_alexcifarnet_and_itself_otherwise():
+  fast = models.build('alexcifarnet', 10, (32, 32, 3))
+  twin = models.inference_twin(fast, (32, 32, 3))
+  assert twin.conv_impl == 'xla' and fast.conv_impl == 'matmul'
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  params = fast.init(jax.random.key(1), x)
+  np.testing.assert_allclose(twin.apply(params, x), fast.apply(params, x), rtol=1e-4, atol=1e-5)
+  # LeNet's two impls name their params differently: no twin, the model itself
+  lenet = models.build('lenet', 10, (28, 28, 1))
+  assert models.inference_twin(lenet, (28, 28, 1)) is lenet
+  mlp = models.build('mlp', 10, (8, 8, 1))
+  assert models.inference_twin(mlp, (8, 8, 1)) is mlp
