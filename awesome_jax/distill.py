@@ -386,10 +386,11 @@ def load_distilled(path):
     return {k: z[k] for k in z.files}
 
 
-def save_grid(path, images, hard_labels, lrs=None, lr_names=None):
+def save_grid(path, images, hard_labels, lrs=None, lr_names=None, momentum=None):
   """PNG grid: one row per step, one column per image; optional lr plot below.
 
-  lrs (T,) or (T, P) with `lr_names` (P,) naming each column's parameter.
+  lrs (T,) or (T, P) with `lr_names` (P,) naming each column's parameter; `momentum`
+  (the inner SGD's, if any) is named in the lr plot's title.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -415,6 +416,8 @@ def save_grid(path, images, hard_labels, lrs=None, lr_names=None):
         line.set_label(str(name))
       ax.legend(fontsize=5, ncol=4)
     ax.set_xlabel('inner step'), ax.set_ylabel('learned lr')
+    if momentum is not None:
+      ax.set_title(f'inner SGD momentum {float(momentum):.3f}', fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -529,7 +532,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   save_distilled(os.path.join(workdir, 'distilled.npz'), distiller, state)
   z = load_distilled(os.path.join(workdir, 'distilled.npz'))
   save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'], z['lrs'],
-            z['lr_params'])
+            z['lr_params'], z.get('momentum'))
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   print(_summary(results))
