@@ -12,9 +12,10 @@ Learned (`learned` dict, a plain pytree):
 
 Inner loop: T = steps * epochs SGD steps, step t trains on batch t % steps with lr[t]
 (optionally with momentum: v = beta v + g, p -= lr[t] v), written as one `jax.lax.scan`.
-Meta-loss: cross-entropy of the trained net on a real batch, averaged over `n_inits` initialisations (vmap). Meta-gradient: `jax.grad`
-through the scan, optionally with `jax.checkpoint` on the scan body (memory flat in T)
-and truncated to the last `truncate` steps.
+Meta-loss: cross-entropy of the trained net on a real batch, averaged over `n_inits`
+initialisations (vmap). Meta-gradient: `jax.grad` through the scan, optionally with
+`jax.checkpoint` on the scan body (memory flat in T) and truncated to the last
+`truncate` steps.
 """
 
 import functools
