@@ -240,7 +240,8 @@ def test_dataset_model_mismatch_is_a_config_error():
 
 
 def test_model_registry_builds_every_model_used_by_presets():
-  for preset in ('mnist', 'mnist_t100', 'mnist_fixed', 'cifar10', 'cifar10_cpu', 'tiny'):
+  for preset in ('mnist', 'mnist_t100', 'mnist_momentum', 'mnist_fixed', 'cifar10',
+                 'cifar10_cpu', 'tiny'):
     c = distill_configs.get_config(preset)
     shape = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3), 'digits': (8, 8, 1)}[c.data.name]
     distill.check_config(c, shape, 10)
