@@ -72,7 +72,7 @@ def evaluate_all(distiller, x_train, y_train, x_test, y_test, config):
                                     e.num_inits, e.seed)
   # the distilled set's inner optimizer: with distill.momentum > 0 the baselines train
   # with that momentum too (a learned momentum starts from it)
-  beta = d.momentum or None
+  beta = distill_lib.momentum_of({}, d.momentum)
   results = {}
   for method in METHODS:
     imgs = per_class_images(method, pool_x, pool_y, distiller.num_classes, per_class,
