@@ -3,6 +3,7 @@
 Presets (`configs/edge_popup.py:PRESET`):
   conv4        (default) masked Conv4, keep 50 %, signed constant, the paper's SGD recipe
   conv4_dense  the dense Conv4 baseline (SGD lr 0.01 as the authors' baselines)
+  conv2, conv6, conv8 and their _dense twins: the same for Conv2 / Conv6 / Conv8
   resnet18     masked ResNet-18 (CIFAR stem, non-affine BN), keep 50 %, signed constant
   resnet18_dense  its dense baseline
   tiny         synthetic 8x8 data, Conv2 at width 0.25, a few steps (tests)
@@ -11,6 +12,9 @@ Presets (`configs/edge_popup.py:PRESET`):
 """
 
 import ml_collections
+
+
+CONV_PRESETS = tuple(f'conv{d}{m}' for d in (2, 4, 6, 8) for m in ('', '_dense'))
 
 
 def get_config(preset='conv4'):
@@ -54,11 +58,11 @@ def get_config(preset='conv4'):
   c.eval_every = 0                # steps between test evaluations + checkpoints (0 = epoch)
   c.log_every = 50
 
-  if preset == 'conv4':
-    pass
-  elif preset == 'conv4_dense':
-    c.model.mode = 'dense'
-    c.train.lr = 0.01
+  if preset in CONV_PRESETS:
+    c.model.depth = int(preset[4])
+    if preset.endswith('_dense'):
+      c.model.mode = 'dense'
+      c.train.lr = 0.01
   elif preset in ('resnet18', 'resnet18_dense'):
     c.model.arch = 'resnet18'
     if preset == 'resnet18_dense':
@@ -81,6 +85,7 @@ def get_config(preset='conv4'):
   elif preset == 'sweep':
     c.task = 'edge_popup_sweep'
   else:
-    raise ValueError(f'configs/edge_popup.py:{preset}: unknown preset; allowed: conv4, '
-                     'conv4_dense, resnet18, resnet18_dense, tiny, sweep, sweep_tiny')
+    raise ValueError(f'configs/edge_popup.py:{preset}: unknown preset; allowed: '
+                     f'{", ".join(CONV_PRESETS)}, resnet18, resnet18_dense, tiny, sweep, '
+                     'sweep_tiny')
   return c

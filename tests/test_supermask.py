@@ -246,3 +246,21 @@ def test_resnet_config_errors():
   config.model.stem = 'big'
   with pytest.raises(supermask.SupermaskConfigError, match="model.stem='big'"):
     edge_popup.build_model(config.model, 10)
+
+
+@pytest.mark.parametrize('depth', [2, 4, 6, 8])
+def test_conv_presets_name_their_net_and_mode(depth):
+  masked = edge_popup_configs.get_config(f'conv{depth}')
+  dense = edge_popup_configs.get_config(f'conv{depth}_dense')
+  assert (masked.model.depth, masked.model.mode, masked.train.lr) == (depth, 'masked', 0.1)
+  assert (dense.model.depth, dense.model.mode, dense.train.lr) == (depth, 'dense', 0.01)
+  # the Conv-N stack: depth convs (pool after every 2) + the 256-256-10 head
+  model = edge_popup.build_model(masked.model, 10)
+  params = jax.eval_shape(  # shapes only: nothing compiled
+      lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False), jax.random.key(0))['params']
+  assert sorted(params) == [f'conv_{i}' for i in range(depth)] + ['fc_0', 'fc_1', 'fc_2']
+
+
+def test_unknown_edge_popup_preset_lists_the_allowed_ones():
+  with pytest.raises(ValueError, match='conv6_dense'):
+    edge_popup_configs.get_config('conv5')
