@@ -11,7 +11,13 @@ checkpoints and subnetworks) are packed into $OUT/bundle.tgz with $OUT/summary.j
   DATA_ROOT=.gpu/data DEADLINE_S=540 OUT=/tmp/out python scripts/gpu_session.py
 
 DATA_ROOT holds mnist/ (the idx .gz files) and cifar10_jpeg/ (the JPEG tarball), copies
-of ../shared/data (which does not travel to the GPU machine).
+of ../shared/data (which does not travel to the GPU machine). The machine lacks
+ml_collections and tensorboardX: their wheels go to /tmp/site first (pip --target).
+
+Learned on the H200: nine processes sharing the GPU ran the masked edge-popup steps ~2x
+slower than the probe of the same crowd said, and the deadline cut them; one run alone
+took 77 s (Conv4, 54 epochs) where the crowd needed over 7 minutes. For edge-popup, run
+the commands one after another instead.
 """
 import json, math, os, signal, subprocess, sys, tarfile, time
 
