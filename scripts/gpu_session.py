@@ -10,6 +10,10 @@ checkpoints and subnetworks) are packed into $OUT/bundle.tgz with $OUT/summary.j
 
   DATA_ROOT=.gpu/data DEADLINE_S=540 OUT=/tmp/out python scripts/gpu_session.py
 
+Other knobs (environment, for dry runs on a CPU): WORK (workdirs), FIXED_STEPS,
+FIXED_DECAY, FIXED_EVAL, PROBE_STEPS, EP_MAX_STEPS (cap every edge-popup run's steps),
+FAKE_PROBE_STEP (skip the probe: every step takes this many seconds).
+
 DATA_ROOT holds mnist/ (the idx .gz files) and cifar10_jpeg/ (the JPEG tarball), copies
 of ../shared/data (which does not travel to the GPU machine). The machine lacks
 ml_collections and tensorboardX: their wheels go to /tmp/site first (pip --target).
@@ -165,7 +169,8 @@ def main():
       if fake:
         launch(f'probe_{d}_{mode}', ['-c', 'import json; print(json.dumps({"step_s": %r}))' % fake])
         continue
-      launch(f'probe_{d}_{mode}', ['scripts/edge_popup_probe.py', str(d), mode, str(PROBE_STEPS)])
+      kw = dict(depth=d, mode=mode, steps=PROBE_STEPS, batch=128, pipelined=True)
+      launch(f'probe_{d}_{mode}', ['benchmarks/edge_popup_speed.py', '--one', json.dumps(kw)])
   names = [f'probe_{d}_{m}' for d in pairs for m in ('masked', 'dense')]
   rc = wait_all(names, 150)
   probe = {}
@@ -194,9 +199,9 @@ def main():
     for mode in ('masked', 'dense'):
       name = f'ep_conv{d}_{mode}_e{e}'
       args = ['-m', 'awesome_jax.main',
-              '--config=configs/edge_popup.py' + ('' if mode == 'masked' else ':conv4_dense'),
+              f'--config=configs/edge_popup.py:conv{d}' + ('' if mode == 'masked' else '_dense'),
               f'--workdir={W}/{name}', f'--config.data.data_dir={DATA}/cifar10_jpeg',
-              f'--config.model.depth={d}', f'--config.train.epochs={e}',
+              f'--config.train.epochs={e}',
               '--config.progress_bar=False']
       if EP_MAX_STEPS:
         args.append(f'--config.train.max_steps={EP_MAX_STEPS}')
@@ -219,12 +224,10 @@ def main():
           step = '-'
         state.append(f'{n}:{step}{"" if procs[n].poll() is None else "(rc=%s)" % procs[n].returncode}')
       log(' '.join(state))
-  alive = [n for n in everything if procs[n].poll() is None]
-  for n in alive:
-    log('deadline: killing', n)
-    os.killpg(procs[n].pid, signal.SIGKILL)
-  for n in alive:
-    kill(n)
+  for n in everything:
+    if procs[n].poll() is None:
+      log('deadline: killing', n)
+      kill(n)
   summary['rc'] = {n: procs[n].returncode for n in everything}
   summary['results'] = {}
   for n in everything:
