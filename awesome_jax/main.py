@@ -38,6 +38,31 @@ def user_errors():
           supermask.SupermaskConfigError, train.TrainConfigError)
 
 
+def parse_flags(argv):
+  """absl's flag parsing, but a bad --config file, preset or override field ends with one
+  line naming it (exit code 2), not a traceback."""
+  try:
+    args = FLAGS(argv)
+    getattr(FLAGS.config, 'task', None)  # a config file that failed to load raises on use
+    return args
+  except flags.Error as e:  # bad preset, bad value, unknown flag: the last line says which
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    message = lines[-1] if lines else type(e).__name__
+    if message.startswith(('ValueError: ', 'KeyError: ')):
+      message = message.split(': ', 1)[1]  # the config file's own message
+  except OSError as e:  # the config file cannot be read
+    message = '--config: ' + [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+  except (AttributeError, KeyError) as e:  # an override names no field of the config
+    while e.args and isinstance(e.args[0], BaseException):  # ml_collections wraps a KeyError
+      e = e.args[0]
+    key, *hint = str(e.args[0] if e.args else e).splitlines()
+    key = key.strip('\'"')
+    flag = next((a.split('=')[0] for a in argv if a.startswith('--config.') and key in a), key)
+    message = f'{flag}: no such config field' + (f' ({" ".join(hint)})' if hint else '')
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -70,4 +95,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

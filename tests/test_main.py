@@ -134,3 +134,20 @@ def test_bad_config_is_one_line_error(tmp_path, override, message):
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last, out.stderr[-2000:]
   assert 'Traceback' not in out.stderr
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config=configs/distill.py', '--config.outer.stepz=3'],
+     '--config.outer.stepz: no such config field (Did you mean "steps"'),
+    (['--config=configs/distill.py', '--config.outr.steps=3'], '--config.outr.steps: no such'),
+    (['--config=configs/edge_popup.py:conv5'], 'conv5: unknown preset; allowed: conv2'),
+    (['--config=configs/nofile.py'], "--config: [Errno 2] No such file or directory: 'configs/nofile.py'"),
+    (['--config=configs/distill.py', '--config.outer.steps=abc'], '--config.outer.steps=abc'),
+])
+def test_bad_config_flag_is_one_line_error(tmp_path, args, message):
+  out = subprocess.run([sys.executable, '-m', 'awesome_jax.main', f'--workdir={tmp_path}', *args],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-2000:]
+  assert out.stderr.startswith('error: ') and message in out.stderr, out.stderr[-2000:]
+  assert not os.listdir(tmp_path)  # nothing written
