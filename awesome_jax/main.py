@@ -50,6 +50,9 @@ def parse_flags(argv):
     message = lines[-1] if lines else type(e).__name__
     if message.startswith(('ValueError: ', 'KeyError: ')):
       message = message.split(': ', 1)[1]  # the config file's own message
+  except SyntaxError as e:  # the config file is not valid Python: where, not a traceback
+    message = (f'--config: {e.filename}, line {e.lineno}: {e.msg}' +
+               (f'\n    {e.text.rstrip()}' if e.text else ''))
   except OSError as e:  # the config file cannot be read
     message = '--config: ' + [line.strip() for line in str(e).splitlines() if line.strip()][-1]
   except (AttributeError, KeyError) as e:  # an override names no field of the config

@@ -151,3 +151,16 @@ def test_bad_config_flag_is_one_line_error(tmp_path, args, message):
   assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-2000:]
   assert out.stderr.startswith('error: ') and message in out.stderr, out.stderr[-2000:]
   assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_config_file_with_a_syntax_error_names_file_and_line(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('import ml_collections\n\ndef get_config(:\n  return None\n')
+  out = subprocess.run([sys.executable, '-m', 'awesome_jax.main', f'--config={bad}',
+                        f'--workdir={tmp_path / "w"}'], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+  first, *rest = out.stderr.strip().splitlines()
+  assert first.startswith(f'error: --config: {bad}, line 3: '), out.stderr
+  assert rest == ['    def get_config(:']
+  assert not (tmp_path / 'w').exists()
