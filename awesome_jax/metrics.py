@@ -39,3 +39,44 @@ def accuracy_in_batches(correct_fn, x, y, batch_size=1000):
   for i in range(0, len(x), batch_size):
     hits += int(correct_fn(x[i:i + batch_size], y[i:i + batch_size]))
   return hits / len(x)
+
+
+def test_curve(workdir, key='test_acc'):
+  """(steps, values) of every `eval/<key>` and `final/<key>` line of a workdir's
+  metrics.jsonl, by step (a resumed run's repeated steps: the last line wins)."""
+  points = {}
+  for row in read_jsonl(workdir):
+    for name in (f'eval/{key}', f'final/{key}'):
+      if name in row:
+        points[row['step']] = row[name]
+  steps = sorted(points)
+  return steps, [points[s] for s in steps]
+
+
+def plot_curves(path, runs, steps_per_epoch, key='test_acc', title=''):
+  """One line per (label, workdir) of `runs`: `key` (in %) vs epoch; a run's last point is
+  marked and labelled. Runs without any point are skipped; returns the labels plotted."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  plotted = []
+  for label, workdir in runs:
+    steps, values = test_curve(workdir, key)
+    if not steps:
+      continue
+    epochs = [s / steps_per_epoch for s in steps]
+    line, = ax.plot(epochs, [100 * v for v in values], marker='.', label=label)
+    ax.annotate(f'{100 * values[-1]:.2f}', (epochs[-1], 100 * values[-1]), fontsize=7,
+                color=line.get_color(), xytext=(3, 0), textcoords='offset points')
+    plotted.append(label)
+  ax.margins(x=0.1)  # room for the last values' labels
+  ax.set_xlabel('epoch')
+  ax.set_ylabel(f'{key} (%)')
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return plotted
