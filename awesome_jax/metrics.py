@@ -41,7 +41,7 @@ def accuracy_in_batches(correct_fn, x, y, batch_size=1000):
   return hits / len(x)
 
 
-def test_curve(workdir, key='test_acc'):
+def eval_curve(workdir, key='test_acc'):
   """(steps, values) of every `eval/<key>` and `final/<key>` line of a workdir's
   metrics.jsonl, by step (a resumed run's repeated steps: the last line wins)."""
   points = {}
@@ -62,7 +62,7 @@ def plot_curves(path, runs, steps_per_epoch, key='test_acc', title=''):
   fig, ax = plt.subplots(figsize=(6, 4))
   plotted = []
   for label, workdir in runs:
-    steps, values = test_curve(workdir, key)
+    steps, values = eval_curve(workdir, key)
     if not steps:
       continue
     epochs = [s / steps_per_epoch for s in steps]

@@ -15,15 +15,15 @@ def write_jsonl(workdir, rows):
       f.write(json.dumps(row) + '\n')
 
 
-def test_test_curve_takes_eval_and_final_points_last_line_wins(tmp_path):
+def test_eval_curve_takes_eval_and_final_points_last_line_wins(tmp_path):
   write_jsonl(tmp_path, [
       {'step': 50, 'train/acc': 0.2},
       {'step': 100, 'eval/test_acc': 0.30},
       {'step': 200, 'eval/test_acc': 0.40},
       {'step': 200, 'eval/test_acc': 0.45},  # the step again after a resume
       {'step': 300, 'final/test_acc': 0.50, 'final/other': 1.0}])
-  assert metrics.test_curve(str(tmp_path)) == ([100, 200, 300], [0.30, 0.45, 0.50])
-  assert metrics.test_curve(str(tmp_path), 'other') == ([300], [1.0])
+  assert metrics.eval_curve(str(tmp_path)) == ([100, 200, 300], [0.30, 0.45, 0.50])
+  assert metrics.eval_curve(str(tmp_path), 'other') == ([300], [1.0])
 
 
 def test_plot_curves_cli_writes_png_and_skips_runs_without_points(tmp_path):
