@@ -37,7 +37,8 @@ START_S = float(E('START_S', '40'))
 # ms per train step alone on the H200 (session 5: conv4 3.7, conv6 4.4 masked), x1.3 margin;
 # conv8 and the dense nets are estimates. EST_MS='{"conv8": 7}' overrides.
 EST_MS = {'conv2': 3.5, 'conv4': 4.8, 'conv6': 5.7, 'conv8': 7.5,
-          'conv2_dense': 3.0, 'conv4_dense': 4.0, 'conv6_dense': 4.8, 'conv8_dense': 6.0}
+          'conv2_dense': 3.0, 'conv4_dense': 4.0, 'conv6_dense': 4.8, 'conv8_dense': 6.0,
+          'sweep': 11 * 4.8}  # the sweep: 10 masked Conv4 runs + the dense one
 EST_MS.update(json.loads(E('EST_MS', '{}')))
 
 
