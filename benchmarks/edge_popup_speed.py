@@ -43,7 +43,7 @@ def one(depth, mode, steps, batch, pipelined=False):
     state, _ = trainer.train_step(state, x, y, jax.random.key(i + 1))
     if not pipelined:
       jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
+      times.append(time.perf_counter() - t0)
   jax.block_until_ready(state)
   med = (time.perf_counter() - t_all) / steps if pipelined else float(np.median(times))
   print(json.dumps({'images_per_s': batch / med, 'step_s': med, 'compile_s': compile_s,
