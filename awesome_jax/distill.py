@@ -393,12 +393,9 @@ def save_grid(path, images, hard_labels, lrs=None, lr_names=None, momentum=None)
   lrs (T,) or (T, P) with `lr_names` (P,) naming each column's parameter; `momentum`
   (the inner SGD's, if any) is named in the lr plot's title.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   steps, n = images.shape[:2]
   rows = steps + (1 if lrs is not None else 0)
-  fig = plt.figure(figsize=(max(n, 4) * 0.9, rows * 0.9 + (1.5 if lrs is not None else 0)))
+  fig = metrics_lib.figure((max(n, 4) * 0.9, rows * 0.9 + (1.5 if lrs is not None else 0)))
   grid = fig.add_gridspec(rows, n, height_ratios=[1] * steps + ([2] if lrs is not None else []))
   for s in range(steps):
     for j in range(n):
@@ -421,7 +418,6 @@ def save_grid(path, images, hard_labels, lrs=None, lr_names=None, momentum=None)
       ax.set_title(f'inner SGD momentum {float(momentum):.3f}', fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str):

@@ -186,10 +186,8 @@ def sweep(config, workdir):
 
 
 def plot_sweep(path, rows, title):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5, 3.5))
+  fig = metrics_lib.figure((5, 3.5))
+  ax = fig.subplots()
   for init in sorted({r[1] for r in rows if r[0] == 'masked'}):
     pts = sorted((r[2], r[3]) for r in rows if r[1] == init)
     ax.plot([100 * k for k, _ in pts], [100 * a for _, a in pts], marker='o', label=init)
@@ -202,4 +200,3 @@ def plot_sweep(path, rows, title):
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)

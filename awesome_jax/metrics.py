@@ -53,13 +53,18 @@ def eval_curve(workdir, key='test_acc'):
   return steps, [points[s] for s in steps]
 
 
+def figure(figsize):
+  """A matplotlib Figure that is not registered with pyplot: saving it needs no display
+  and leaves the caller's backend alone (a notebook's inline plots keep working)."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  return Figure(figsize=figsize)
+
+
 def plot_curves(path, runs, steps_per_epoch, key='test_acc', title=''):
   """One line per (label, workdir) of `runs`: `key` (in %) vs epoch; a run's last point is
   marked and labelled. Runs without any point are skipped; returns the labels plotted."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = figure((6, 4))
+  ax = fig.subplots()
   plotted = []
   for label, workdir in runs:
     steps, values = eval_curve(workdir, key)
@@ -78,5 +83,4 @@ def plot_curves(path, runs, steps_per_epoch, key='test_acc', title=''):
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return plotted

@@ -14,6 +14,7 @@ import time
 import jax
 import numpy as np
 
+from awesome_jax import metrics as metrics_lib
 from awesome_jax import shape_bias as sb
 
 
@@ -143,11 +144,9 @@ def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES):
   """The Geirhos et al. figure: per-category fraction of shape decisions (bottom axis)
   vs texture decisions (top); humans as red circles, each model its own marker,
   averages as vertical lines."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   markers = ['s', 'D', '^', 'v', 'P', 'X', '*']
-  fig, ax = plt.subplots(figsize=(5, 7))
+  fig = metrics_lib.figure((5, 7))
+  ax = fig.subplots()
   ys = np.arange(len(categories))[::-1]
   observers = [('humans', sb.pool(humans.values()), 'o', 'red')] if humans else []
   observers += [(n, t, markers[i % len(markers)], f'C{i}') for i, (n, t) in
@@ -167,17 +166,14 @@ def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES):
   ax.grid(axis='x', alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def plot_kappa(path, model_name, kappas):
   """Bar per condition: the model's mean kappa vs the humans (black dots: each human;
   red dash: mean human-human kappa). `kappas`: {condition: (vs_humans, human_human)}."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   names = list(kappas)
-  fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(names), 4))
+  fig = metrics_lib.figure((1.5 + 1.3 * len(names), 4))
+  ax = fig.subplots()
   for i, n in enumerate(names):
     vs, hh = kappas[n]
     ax.bar(i, vs['kappa_mean'], color=f'C{i}', alpha=0.7)
@@ -193,4 +189,3 @@ def plot_kappa(path, model_name, kappas):
   ax.axhline(0, color='gray', lw=0.8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)

@@ -39,3 +39,32 @@ def test_plot_curves_cli_writes_png_and_skips_runs_without_points(tmp_path):
   r = subprocess.run([sys.executable, 'scripts/plot_curves.py', str(out), f'x={tmp_path / "none"}'],
                      cwd=ROOT, capture_output=True, text=True)
   assert r.returncode == 2 and 'run x: no metrics.jsonl in' in r.stderr
+
+
+def test_plots_leave_the_callers_matplotlib_backend_and_figures_alone(tmp_path):
+  # A notebook has its own (inline) backend and figures: saving our PNGs must not switch
+  # the backend (matplotlib.use) nor leave figures registered with pyplot.
+  code = f'''
+import os, sys
+import matplotlib
+matplotlib.use('svg')
+import matplotlib.pyplot as plt
+import numpy as np
+from awesome_jax import distill, edge_popup, metrics
+plt.figure()
+out = {str(tmp_path)!r}
+os.makedirs(os.path.join(out, 'run'))
+with open(os.path.join(out, 'run', 'metrics.jsonl'), 'w') as f:
+  f.write('{{"step": 10, "eval/test_acc": 0.5}}\\n')
+metrics.plot_curves(os.path.join(out, 'c.png'), [('a', os.path.join(out, 'run'))], 10)
+edge_popup.plot_sweep(os.path.join(out, 's.png'),
+                      [('dense', '', 1.0, 0.5, ''), ('masked', 'signed_constant', 0.5, 0.4, 0.1)], 'x')
+distill.save_grid(os.path.join(out, 'g.png'), np.zeros((2, 3, 8, 8, 1)), np.zeros((2, 3)),
+                  lrs=np.ones(2))
+print(matplotlib.get_backend(), plt.get_fignums())
+'''
+  r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.split('\n')[-2] == 'svg [1]'
+  for name in ('c.png', 's.png', 'g.png'):
+    assert (tmp_path / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
