@@ -186,11 +186,17 @@ def sweep(config, workdir):
 
 
 def plot_sweep(path, rows, title):
+  """Test accuracy vs % kept: one line per init (learned mask, solid; the random mask of
+  the same k, dotted) and the dense net as a dashed line. `rows` as in sweep.csv."""
   fig = metrics_lib.figure((5, 3.5))
   ax = fig.subplots()
   for init in sorted({r[1] for r in rows if r[0] == 'masked'}):
-    pts = sorted((r[2], r[3]) for r in rows if r[1] == init)
-    ax.plot([100 * k for k, _ in pts], [100 * a for _, a in pts], marker='o', label=init)
+    pts = sorted((r[2], r[3], r[4]) for r in rows if r[1] == init)
+    line, = ax.plot([100 * p[0] for p in pts], [100 * p[1] for p in pts], marker='o',
+                    label=init)
+    # the untrained scores: a random mask of the same k, near chance
+    ax.plot([100 * p[0] for p in pts], [100 * p[2] for p in pts], ls=':', marker='.',
+            color=line.get_color(), alpha=0.6, label=f'{init}, random mask')
   for r in rows:
     if r[0] == 'dense':
       ax.axhline(100 * r[3], color='k', ls='--', label='dense (learned weights)')
