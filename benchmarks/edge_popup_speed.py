@@ -4,7 +4,14 @@ for Conv4 and Conv6, masked (keep 50 %) and dense, on 32x32x3 inputs.
 Each configuration runs in its own subprocess (its own peak RSS). Random inputs of
 CIFAR-10's shape (cost does not depend on values). Compile time reported apart.
 
-  python benchmarks/edge_popup_speed.py [--steps 10]
+  python benchmarks/edge_popup_speed.py [--steps 10] [--reference PATH]
+
+--reference PATH: also time the authors' PyTorch code (a checkout of
+allenai/hidden-networks at PATH; needs torch and pyyaml) on the same machine, the same
+nets, batch and thread count, built from its own configs (conv{4,6}_usc_unsigned with
+--prune-rate 0.5; the conv{4,6}_sgd_baseline dense nets): forward, cross-entropy, backward,
+SGD step, as its trainer runs them. Its data augmentation runs in DataLoader workers and
+is not timed; ours is inside the timed step.
 """
 
 import argparse
@@ -50,29 +57,101 @@ def one(depth, mode, steps, batch, pipelined=False):
                     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+REFERENCE_CONFIGS = {
+    'masked': 'configs/smallscale/conv{d}/conv{d}_usc_unsigned.yml',
+    'dense': 'configs/smallscale_baselines/dense/conv{d}/conv{d}_sgd_baseline.yml'}
+
+
+def one_reference(repo, depth, mode, steps, batch, threads):
+  """The authors' code: its args module parses sys.argv at import, so set it first."""
+  import numpy as np
+  import torch
+  torch.set_num_threads(threads)
+  config = os.path.join(repo, REFERENCE_CONFIGS[mode].format(d=depth))
+  sys.argv = ['main.py', '--config', config] + (['--prune-rate', '0.5'] if mode == 'masked'
+                                                else [])
+  sys.path.insert(0, repo)
+  import models  # pylint: disable=g-import-not-at-top  # the authors' package
+  from args import args  # pylint: disable=g-import-not-at-top
+  from utils import net_utils  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = models.__dict__[args.arch]()  # as their main.get_model
+  if args.conv_type == 'SubnetConv':
+    net_utils.set_model_prune_rate(model, prune_rate=args.prune_rate)
+  if args.freeze_weights:
+    net_utils.freeze_model_weights(model)
+  opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], args.lr,
+                        momentum=args.momentum, weight_decay=args.weight_decay)
+  model.train()
+  x = torch.randn(batch, 3, 32, 32)
+  y = torch.randint(0, 10, (batch,))
+  loss_fn = torch.nn.CrossEntropyLoss()
+  times = []
+  for i in range(steps + 2):  # 2 warm-up steps
+    t0 = time.perf_counter()
+    loss = loss_fn(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  med = float(np.median(times))
+  print(json.dumps({'images_per_s': batch / med, 'step_s': med, 'compile_s': 0.0,
+                    'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    'conv_type': args.conv_type, 'init': args.init}))
+
+
+def run_one(kw, flag='--one'):
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), flag, json.dumps(kw)],
+                       capture_output=True, text=True)
+  if out.returncode:
+    sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument('--one', default='')
   ap.add_argument('--steps', type=int, default=10)
   ap.add_argument('--batch', type=int, default=128)
+  ap.add_argument('--reference', default='',
+                  help='a checkout of allenai/hidden-networks: time its code too')
+  ap.add_argument('--threads', type=int, default=os.cpu_count(),
+                  help="torch's thread count for --reference (XLA uses every core)")
+  ap.add_argument('--one_reference', default='')
   args = ap.parse_args()
   if args.one:
     return one(**json.loads(args.one))
-  print('| net | mode | images/s | s/step (median) | compile s | peak RSS MB |')
-  print('|---|---|---|---|---|---|')
+  if args.one_reference:
+    return one_reference(**json.loads(args.one_reference))
+  if args.reference and not os.path.exists(os.path.join(args.reference, 'models', 'frankle.py')):
+    sys.exit(f'--reference={args.reference!r}: not a checkout of allenai/hidden-networks '
+             '(no models/frankle.py)')
+  code = ['awesome_jax'] + (['authors (PyTorch)'] if args.reference else [])
+  print('| net | mode | code | images/s | s/step (median) | compile s | peak RSS MB |')
+  print('|---|---|---|---|---|---|---|')
   rows = {}
   for depth in (4, 6):
     for mode in ('masked', 'dense'):
       kw = dict(depth=depth, mode=mode, steps=args.steps, batch=args.batch)
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), '--one', json.dumps(kw)],
-                           capture_output=True, text=True, check=True)
-      r = json.loads(out.stdout.strip().splitlines()[-1])
-      rows[depth, mode] = r
-      print(f'| conv{depth} | {mode} | {r["images_per_s"]:.1f} | {r["step_s"]:.3f} | '
-            f'{r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
+      for c in code:
+        if c == 'awesome_jax':
+          r = run_one(kw)
+        else:
+          r = run_one(dict(kw, repo=os.path.abspath(args.reference), threads=args.threads),
+                      '--one_reference')
+        rows[depth, mode, c] = r
+        print(f'| conv{depth} | {mode} | {c} | {r["images_per_s"]:.1f} | {r["step_s"]:.3f} | '
+              f'{r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
   for depth in (4, 6):
-    ratio = rows[depth, 'masked']['step_s'] / rows[depth, 'dense']['step_s']
-    print(f'conv{depth}: masked step costs {ratio:.2f}x the dense step')
+    for c in code:
+      ratio = rows[depth, 'masked', c]['step_s'] / rows[depth, 'dense', c]['step_s']
+      print(f'conv{depth} ({c}): masked step costs {ratio:.2f}x the dense step')
+    if args.reference:
+      for mode in ('masked', 'dense'):
+        ratio = (rows[depth, mode, 'awesome_jax']['step_s'] /
+                 rows[depth, mode, 'authors (PyTorch)']['step_s'])
+        print(f'conv{depth} {mode}: awesome_jax step / authors\' step = {ratio:.2f}')
 
 
 if __name__ == '__main__':
