@@ -129,3 +129,41 @@ def test_colab_edge_popup_cells_run_with_the_tiny_presets(tmp_path, monkeypatch)
     exec(src.replace('/tmp/runs/', f'{tmp_path}/'), namespace)  # pylint: disable=exec-used
   assert shown == ['colab_conv4.png', os.path.join('colab_sweep', 'sweep.png')]
   assert os.path.exists(tmp_path / 'colab_conv4_dense_e20' / 'results.json')
+
+
+def config_fields():
+  """Every dotted field path of the default config of each configs/*.py file, and the
+  open sections (empty by default, any key allowed, e.g. model.kwargs)."""
+  import importlib
+  import ml_collections
+  paths, open_sections = set(), set()
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      path = f'{prefix}{key}'
+      paths.add(path)
+      if isinstance(value, ml_collections.ConfigDict):
+        if not value.keys():
+          open_sections.add(path + '.')
+        walk(path + '.', value)
+
+  for name in ('distill', 'edge_popup', 'shape_bias'):
+    walk('', importlib.import_module(f'configs.{name}').get_config())
+  return paths, tuple(open_sections)
+
+
+def test_config_fields_named_in_docs_exist():
+  # prose such as `data.stimuli_root` or `model.arch=resnet18|resnet50`: the field must be
+  # in some config (commands are checked by parsing them, above)
+  fields, open_sections = config_fields()
+  sections = {p.split('.')[0] for p in fields if '.' in p}
+  unknown = []
+  files = ('.py', '.md', '.json', '.csv', '.png', '.npz', '.cfg', '.ipynb', '.jsonl')
+  for doc in DOCS:
+    with open(os.path.join(ROOT, doc)) as f:
+      prose = re.sub(r'```.*?```', '', f.read(), flags=re.S)
+    for token in re.findall(r'`(?:--config\.)?([a-z_0-9]+(?:\.[a-z_0-9]+)+)(?:=[^`]*)?`', prose):
+      if (token.split('.')[0] in sections and not token.endswith(files) and
+          token not in fields and not token.startswith(open_sections)):
+        unknown.append(f'{doc}: `{token}`')
+  assert not unknown, f'not config fields: {unknown}'
