@@ -7,6 +7,16 @@ values; no dataset in memory), so peak RSS = JAX + the computation.
   python benchmarks/distill_speed.py            # the table of the issue
   python benchmarks/distill_speed.py --quick    # fewer iterations
   python benchmarks/distill_speed.py --cifar    # AlexCifarNet (CIFAR-10 shapes), batch 256
+  python benchmarks/distill_speed.py --headline-only --reference PATH
+
+--reference PATH: also time the authors' PyTorch code (a checkout of
+SsnL/dataset-distillation at PATH; needs torch, six, tqdm, matplotlib) on the headline
+row, on the same machine and thread count: its Trainer's forward + backward +
+accumulate_grad + Adam step for one random-init net, as its train loop runs them, with
+its defaults (LeNet, xavier init, 10 steps x 3 epochs, 1 image per class per step,
+distill_lr 0.02, Adam lr 0.01). Data loading is not timed (random arrays, as ours).
+Its torchvision import (used only for datasets and ImageNet-pretrained inits) is
+replaced by an empty module, since a CPU build of torchvision is not on PyPI.
 
 Rows: (1) the headline: random init, 10 steps x 3 epochs, 100 images, real batch 1024;
 (2) peak memory vs unroll length T = 30, 100, 300 with and without jax.checkpoint.
@@ -53,6 +63,47 @@ def one(steps, epochs, remat, batch, iters, n_inits, conv_impl='matmul', preset=
                     'peak_rss_mb': peak_mb}))
 
 
+def one_reference(repo, steps, epochs, batch, iters, threads):
+  import types
+  import numpy as np
+  import torch
+  torch.set_num_threads(threads)
+  stub = types.ModuleType('torchvision')  # see the module docstring
+  stub.datasets = stub.transforms = stub.models = types.ModuleType('torchvision.stub')
+  sys.modules['torchvision'] = stub
+  sys.path.insert(0, repo)
+  import networks  # pylint: disable=g-import-not-at-top  # the authors' package
+  import train_distilled_image  # pylint: disable=g-import-not-at-top
+  state = types.SimpleNamespace(  # their base_options defaults for MNIST
+      arch='LeNet', nc=1, input_size=28, num_classes=10, dropout=False, init='xavier',
+      init_param=1.0, device=torch.device('cpu'), distill_steps=steps,
+      distill_epochs=epochs, distilled_images_per_class_per_step=1, distill_lr=0.02,
+      lr=0.01, decay_epochs=40, decay_factor=0.5, distributed=False, mode='distill_basic',
+      train_nets_type='unknown_init', local_n_nets=1, local_sample_n_nets=1,
+      sample_n_nets=1)
+  torch.manual_seed(0)
+  model = networks.get_networks(state, N=1)[0]
+  trainer = train_distilled_image.Trainer(state, [model])
+  rdata = torch.randn(batch, 1, 28, 28)
+  rlabel = torch.randint(0, 10, (batch,))
+  times = []
+  for i in range(iters + 2):  # 2 warm-up iterations
+    t = time.perf_counter()
+    # the body of their Trainer.train loop, one net; zero_grad zeroes in place as in the
+    # torch of 2018 (today's default sets grads to None, which their accumulate_grad can't add to)
+    trainer.optimizer.zero_grad(set_to_none=False)
+    model.reset(state)
+    steps_ = trainer.get_steps()
+    l, saved = trainer.forward(model, rdata, rlabel, steps_)
+    trainer.accumulate_grad([trainer.backward(model, rdata, rlabel, steps_, saved)])
+    trainer.optimizer.step()
+    if i >= 2:
+      times.append(time.perf_counter() - t)
+  assert torch.isfinite(l), l
+  print(json.dumps({'median_s': float(np.median(times)), 'compile_s': 0.0,
+                    'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
 def load_config(preset):
   """configs/distill.py:preset, loaded by path as `--config=` does."""
   import importlib.util
@@ -64,9 +115,11 @@ def load_config(preset):
   return module.get_config(preset)
 
 
-def run_sub(**kw):
-  out = subprocess.run([sys.executable, __file__, '--one', json.dumps(kw)],
-                       capture_output=True, text=True, check=True)
+def run_sub(flag='--one', **kw):
+  out = subprocess.run([sys.executable, __file__, flag, json.dumps(kw)],
+                       capture_output=True, text=True)
+  if out.returncode:
+    sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -76,9 +129,20 @@ def main():
   ap.add_argument('--quick', action='store_true')
   ap.add_argument('--headline-only', action='store_true')
   ap.add_argument('--cifar', action='store_true')
+  ap.add_argument('--reference', default='',
+                  help='a checkout of SsnL/dataset-distillation: time its code too')
+  ap.add_argument('--threads', type=int, default=os.cpu_count(),
+                  help="torch's thread count for --reference (XLA uses every core)")
+  ap.add_argument('--one_reference', default='')
   args = ap.parse_args()
   if args.one:
     return one(**json.loads(args.one))
+  if args.one_reference:
+    return one_reference(**json.loads(args.one_reference))
+  if args.reference and not os.path.exists(os.path.join(args.reference,
+                                                        'train_distilled_image.py')):
+    sys.exit(f'--reference={args.reference!r}: not a checkout of SsnL/dataset-distillation '
+             '(no train_distilled_image.py)')
   iters = 5 if args.quick else 20
   if args.cifar:
     print('| AlexCifarNet, random init, 100 images, T=30, batch 256 | s / outer iter (median) '
@@ -93,13 +157,20 @@ def main():
     return
   print('| what | T | remat | s / outer iter (median) | compile s | peak RSS MB |')
   print('|---|---|---|---|---|---|')
-  r = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1)
+  r = r_head = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1)
   print(f'| headline: random init, 100 images, batch 1024 | 30 | no | {r["median_s"]:.3f} '
         f'| {r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
   r = run_sub(steps=10, epochs=3, remat=False, batch=1024, iters=iters, n_inits=1,
               conv_impl='xla')
   print(f'| same, direct port (nn.Conv + nn.max_pool) | 30 | no | {r["median_s"]:.3f} '
         f'| {r["compile_s"]:.1f} | {r["peak_rss_mb"]:.0f} |', flush=True)
+  if args.reference:
+    ours = r_head['median_s']
+    r = run_sub('--one_reference', repo=os.path.abspath(args.reference), steps=10, epochs=3,
+                batch=1024, iters=iters, threads=args.threads)
+    print(f'| same, the authors\' PyTorch code ({args.threads} threads) | 30 | no | '
+          f'{r["median_s"]:.3f} | - | {r["peak_rss_mb"]:.0f} |', flush=True)
+    print(f'awesome_jax outer iteration / authors\' = {ours / r["median_s"]:.2f}')
   if args.headline_only:
     return
   for steps, epochs in ((10, 3), (10, 10), (10, 30)):
