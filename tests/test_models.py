@@ -70,6 +70,17 @@ def test_matmul_conv_equals_flax_conv(padding):
   np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
 
 
+def test_max_pool_2x2_equals_flax_on_odd_sizes_and_in_gradient():
+  # Conv-N pools 7x7 maps when given 28x28 inputs: the last row/column is dropped (VALID)
+  import flax.linen as nn
+  from awesome_jax.models.small import max_pool_2x2
+  x = jax.random.normal(jax.random.key(0), (2, 7, 9, 3))  # no ties: same gradient too
+  ref = lambda x: nn.max_pool(x, (2, 2), (2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+  loss = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))
+  np.testing.assert_array_equal(loss(max_pool_2x2)(x), loss(ref)(x))
+
+
 def test_alexcifarnet_matmul_equals_xla_impl():
   """The fast conv/pool (slices + matmul) computes what nn.Conv + nn.max_pool do, and so
   do their gradients (distillation differentiates through them twice)."""

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from awesome_jax import supermask
 from awesome_jax.models.small import MatmulConv
+from awesome_jax.models.small import max_pool_2x2
 
 WIDTHS = (64, 64, 128, 128, 256, 256, 512, 512)
 kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
@@ -65,7 +66,7 @@ class ConvN(nn.Module):
       x = self._conv(int(WIDTHS[i] * self.width), f'conv_{i}')(x)
       x = nn.relu(self._norm(x, train, f'bn_conv_{i}'))
       if i % 2 == 1:
-        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
     for j, features in enumerate((int(256 * self.width), int(256 * self.width))):
       x = nn.relu(self._norm(self._dense(features, f'fc_{j}')(x), train, f'bn_fc_{j}'))

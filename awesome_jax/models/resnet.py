@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from awesome_jax import supermask
 from awesome_jax.models.conv_n import conv_layer, dense_layer
+from awesome_jax.models.small import max_pool_3x3_s2
 
 ARCHS = {'resnet18': ('basic', (2, 2, 2, 2)), 'resnet50': ('bottleneck', (3, 4, 6, 3))}
 STEMS = ('auto', 'cifar', 'imagenet')
@@ -93,7 +94,7 @@ class ResNet(nn.Module):
       x = nn.relu(norm(c, conv(c, base, 3, 1, 'conv_stem')(x), train, 'bn_stem'))
     else:
       x = nn.relu(norm(c, conv(c, base, 7, 2, 'conv_stem')(x), train, 'bn_stem'))
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      x = max_pool_3x3_s2(x)
     for stage, n in enumerate(blocks):
       for b in range(n):
         stride = 2 if (stage > 0 and b == 0) else 1

