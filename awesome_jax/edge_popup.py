@@ -192,11 +192,11 @@ def plot_sweep(path, rows, title):
   ax = fig.subplots()
   for init in sorted({r[1] for r in rows if r[0] == 'masked'}):
     pts = sorted((r[2], r[3], r[4]) for r in rows if r[1] == init)
-    line, = ax.plot([100 * p[0] for p in pts], [100 * p[1] for p in pts], marker='o',
-                    label=init)
+    kept = [100 * p[0] for p in pts]
+    line, = ax.plot(kept, [100 * p[1] for p in pts], marker='o', label=init)
     # the untrained scores: a random mask of the same k, near chance
-    ax.plot([100 * p[0] for p in pts], [100 * p[2] for p in pts], ls=':', marker='.',
-            color=line.get_color(), alpha=0.6, label=f'{init}, random mask')
+    ax.plot(kept, [100 * p[2] for p in pts], ls=':', marker='.', color=line.get_color(),
+            alpha=0.6, label=f'{init}, random mask')
   for r in rows:
     if r[0] == 'dense':
       ax.axhline(100 * r[3], color='k', ls='--', label='dense (learned weights)')

@@ -57,6 +57,7 @@ def one(depth, mode, steps, batch, pipelined=False):
                     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+OURS, THEIRS = 'awesome_jax', 'authors (PyTorch)'  # the table's "code" column
 REFERENCE_CONFIGS = {
     'masked': 'configs/smallscale/conv{d}/conv{d}_usc_unsigned.yml',
     'dense': 'configs/smallscale_baselines/dense/conv{d}/conv{d}_sgd_baseline.yml'}
@@ -127,7 +128,7 @@ def main():
   if args.reference and not os.path.exists(os.path.join(args.reference, 'models', 'frankle.py')):
     sys.exit(f'--reference={args.reference!r}: not a checkout of allenai/hidden-networks '
              '(no models/frankle.py)')
-  code = ['awesome_jax'] + (['authors (PyTorch)'] if args.reference else [])
+  code = [OURS] + ([THEIRS] if args.reference else [])
   print('| net | mode | code | images/s | s/step (median) | compile s | peak RSS MB |')
   print('|---|---|---|---|---|---|---|')
   rows = {}
@@ -135,7 +136,7 @@ def main():
     for mode in ('masked', 'dense'):
       kw = dict(depth=depth, mode=mode, steps=args.steps, batch=args.batch)
       for c in code:
-        if c == 'awesome_jax':
+        if c == OURS:
           r = run_one(kw)
         else:
           r = run_one(dict(kw, repo=os.path.abspath(args.reference), threads=args.threads),
@@ -149,8 +150,7 @@ def main():
       print(f'conv{depth} ({c}): masked step costs {ratio:.2f}x the dense step')
     if args.reference:
       for mode in ('masked', 'dense'):
-        ratio = (rows[depth, mode, 'awesome_jax']['step_s'] /
-                 rows[depth, mode, 'authors (PyTorch)']['step_s'])
+        ratio = rows[depth, mode, OURS]['step_s'] / rows[depth, mode, THEIRS]['step_s']
         print(f'conv{depth} {mode}: awesome_jax step / authors\' step = {ratio:.2f}')
 
 
