@@ -112,3 +112,39 @@ def test_inference_twin_is_xla_for_alexcifarnet_and_itself_otherwise():
   assert models.inference_twin(lenet, (28, 28, 1)) is lenet
   mlp = models.build('mlp', 10, (8, 8, 1))
   assert models.inference_twin(mlp, (8, 8, 1)) is mlp
+
+
+@pytest.mark.parametrize('k,padding,images_per_budget,chunk', [
+    (3, 1, 1, 1), (3, 1, 3, 3), (5, 2, 2, 2), (3, 0, 100, 7), (5, 4, 0, 1)])
+def test_chunked_conv_equals_matmul_conv_in_values_and_gradients(k, padding,
+                                                                 images_per_budget, chunk):
+  # a batch of 7 in chunks of 1, 3 (the last one zero-padded), 2, all 7, and 1 when not
+  # even one image fits; float64 so the chunked sums of the kernel gradient match the
+  # one-matmul sum closely
+  from awesome_jax.models.small import chunk_size, conv_as_matmul, conv_chunked
+  out_h, out_w = 12 + 2 * padding - k + 1, 13 + 2 * padding - k + 1
+  max_patch_bytes = images_per_budget * out_h * out_w * k * k * 3 * 4
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(0), (7, 12, 13, 3), jnp.float64)
+    w = jax.random.normal(jax.random.key(1), (k, k, 3, 4), jnp.float64)
+    assert chunk_size(x.shape, w.shape, padding, max_patch_bytes) == chunk
+    f = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+    ours = lambda x, w: conv_chunked(x, w, padding, max_patch_bytes)
+    ref = lambda x, w: conv_as_matmul(x, w, padding)
+    np.testing.assert_allclose(jax.jit(ours)(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+    got = jax.jit(jax.grad(f(ours), argnums=(0, 1)))(x, w)
+    want = jax.grad(f(ref), argnums=(0, 1))(x, w)
+    for a, b in zip(got, want):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_chunk_size_and_padding_error():
+  from awesome_jax.models.small import chunk_size, conv_chunked
+  # 32x32 map, 3x3 conv from 64 channels: 2.36 MB of patches per image
+  assert chunk_size((128, 32, 32, 64), (3, 3, 64, 64), 1, 5 << 20) == 2
+  assert chunk_size((128, 32, 32, 64), (3, 3, 64, 64), 1, 1) == 1
+  assert chunk_size((128, 4, 4, 512), (3, 3, 512, 512), 1, 1 << 40) == 128
+  # Conv-N's first layer: at most 47 images of 32x32x27 fit, so 3 chunks of 43
+  assert chunk_size((128, 32, 32, 3), (3, 3, 3, 64), 1, 5 << 20) == 43
+  with pytest.raises(ValueError, match='padding=3'):
+    conv_chunked(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 1)), 3)

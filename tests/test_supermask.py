@@ -174,14 +174,16 @@ def test_sweep_writes_csv_and_plot_and_skips_finished_runs(tmp_path):
 # ------------------------------------------------------------------ ResNets
 
 def test_strided_matmul_conv_equals_xla_conv():
-  from awesome_jax.models.small import conv_as_matmul
+  # conv_fast: what the masked and dense ResNet / Conv-N layers call (chunked on CPU for
+  # the 3x3 stride-1 case, conv_as_matmul otherwise)
+  from awesome_jax.models.small import conv_as_matmul, conv_fast
   x = jax.random.normal(jax.random.key(0), (2, 11, 12, 3))
   for k, stride in ((1, 2), (3, 1), (3, 2), (7, 2)):
     w = jax.random.normal(jax.random.key(k), (k, k, 3, 5))
     want = jax.lax.conv_general_dilated(x, w, (stride, stride), [(k // 2, k // 2)] * 2,
                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    np.testing.assert_allclose(conv_as_matmul(x, w, k // 2, stride), want, rtol=1e-4,
-                               atol=1e-4)
+    for conv in (conv_as_matmul, conv_fast):
+      np.testing.assert_allclose(conv(x, w, k // 2, stride), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('arch,size,classes,weights', [

@@ -28,7 +28,7 @@ def conv_layer(mode, features, kernel, keep_fraction, weight_init, stride=1, nam
     return supermask.MaskedConv(features, (kernel, kernel), keep_fraction, weight_init,
                                 stride=stride, name=name)
   return MatmulConv(features, (kernel, kernel), padding=kernel // 2, use_bias=False,
-                    kernel_init=kaiming_normal, stride=stride, name=name)
+                    kernel_init=kaiming_normal, stride=stride, chunk_on_cpu=True, name=name)
 
 
 def dense_layer(mode, features, keep_fraction, weight_init, name=None):

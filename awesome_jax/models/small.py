@@ -5,7 +5,10 @@ mutable state (no batch norm), so inner SGD can treat params as a plain pytree.
 Weights are xavier-normal and biases zero, as in the dataset-distillation code.
 """
 
+import functools
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 xavier = nn.initializers.xavier_normal()
@@ -28,6 +31,90 @@ def conv_as_matmul(x, kernel, padding=0, stride=1):
   return patches @ kernel.reshape(kh * kw * cin, cout)
 
 
+def _in_chunks(x, chunk):
+  """(n, ...) -> (ceil(n / chunk), chunk, ...), the last chunk zero-padded."""
+  pad = -x.shape[0] % chunk
+  if pad:
+    x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+  return x.reshape(x.shape[0] // chunk, chunk, *x.shape[1:])
+
+
+def _out_of_chunks(y, n):
+  return y.reshape(-1, *y.shape[2:])[:n]
+
+
+def chunk_size(x_shape, kernel_shape, padding, max_patch_bytes):
+  """How many images `conv_chunked` convolves at a time: as few chunks as keep each
+  one's float32 patch matrix (out pixels x kh*kw*cin) within `max_patch_bytes` (or one
+  image), split evenly so the zero-padded last chunk wastes least."""
+  n, h, w, _ = x_shape
+  kh, kw, cin, _ = kernel_shape
+  per_image = (h + 2 * padding - kh + 1) * (w + 2 * padding - kw + 1) * kh * kw * cin * 4
+  most = max(1, min(n, max_patch_bytes // per_image))
+  chunks = -(-n // most)
+  return -(-n // chunks)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_chunked(x, kernel, padding, chunk):
+  y = jax.lax.map(lambda xc: conv_as_matmul(xc, kernel, padding), _in_chunks(x, chunk))
+  return _out_of_chunks(y, x.shape[0])
+
+
+def _conv_chunked_fwd(x, kernel, padding, chunk):
+  return _conv_chunked(x, kernel, padding, chunk), (x, kernel)
+
+
+def _conv_chunked_bwd(padding, chunk, res, g):
+  x, kernel = res
+  kh, kw, cin, cout = kernel.shape
+  # the input gradient is the convolution of g with the flipped, in/out-swapped kernel
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+
+  def one_chunk(grad_kernel, xg):
+    xc, gc = xg
+    xp = jnp.pad(xc, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    oh, ow = gc.shape[1:3]
+    patches = jnp.concatenate([xp[:, i:i + oh, j:j + ow] for i in range(kh)
+                               for j in range(kw)], axis=-1).reshape(-1, kh * kw * cin)
+    grad_kernel = grad_kernel + patches.T @ gc.reshape(-1, cout)
+    return grad_kernel, conv_as_matmul(gc, flipped, kh - 1 - padding)
+
+  grad_kernel, gx = jax.lax.scan(one_chunk, jnp.zeros((kh * kw * cin, cout), kernel.dtype),
+                                 (_in_chunks(x, chunk), _in_chunks(g, chunk)))
+  return _out_of_chunks(gx, x.shape[0]), grad_kernel.reshape(kernel.shape)
+
+
+_conv_chunked.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
+
+
+def conv_chunked(x, kernel, padding=0, max_patch_bytes=5 << 20):
+  """`conv_as_matmul` (stride 1) a few images at a time, forward and backward.
+
+  Same values and gradients. The whole batch's patch matrix is kh*kw times the input
+  (302 MB for a 64->64 3x3 conv on 128 CIFAR images): on a CPU, writing and reading it
+  back costs more than the matmul. Chunks of at most `max_patch_bytes` of patches stay
+  in cache (`lax.map` forward; a `lax.scan` backward that rebuilds each chunk's patches,
+  accumulates the kernel gradient and convolves the output gradient for the input's).
+  Reverse mode only (a custom VJP): not for the distillation's higher-order gradients.
+  """
+  kh, kw = kernel.shape[:2]
+  if not 0 <= padding <= min(kh, kw) - 1:
+    raise ValueError(f'padding={padding}: conv_chunked needs 0 <= padding < kernel size')
+  chunk = chunk_size(x.shape, kernel.shape, padding, max_patch_bytes)
+  return _conv_chunked(x, kernel, padding, chunk)
+
+
+def conv_fast(x, kernel, padding=0, stride=1):
+  """The faster of the two for the backend: `conv_chunked` for kxk (k > 1) stride-1 convs
+  on CPU (forward + backward of a 64->64 3x3 conv on 128 CIFAR maps: 0.44 s vs 0.64 s on
+  2 cores; 1.5x on 16x16 and 8x8 maps, level on 4x4), `conv_as_matmul` otherwise (one big
+  matmul suits a GPU or TPU). First-order gradients only on CPU."""
+  if stride == 1 and kernel.shape[0] > 1 and jax.default_backend() == 'cpu':
+    return conv_chunked(x, kernel, padding)
+  return conv_as_matmul(x, kernel, padding, stride)
+
+
 class MatmulConv(nn.Module):
   """2D convolution as `conv_as_matmul` (same params as nn.Conv).
 
@@ -42,12 +129,14 @@ class MatmulConv(nn.Module):
   kernel_init: callable = xavier
   use_bias: bool = True
   stride: int = 1
+  chunk_on_cpu: bool = False  # `conv_fast`: chunked on CPU (first-order gradients only)
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel_size
     kernel = self.param('kernel', self.kernel_init, (kh, kw, x.shape[-1], self.features))
-    y = conv_as_matmul(x, kernel, self.padding, self.stride)
+    conv = conv_fast if self.chunk_on_cpu else conv_as_matmul
+    y = conv(x, kernel, self.padding, self.stride)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,))
     return y
