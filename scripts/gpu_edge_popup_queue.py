@@ -41,10 +41,10 @@ EST_MS = {'conv2': 3.5, 'conv4': 4.8, 'conv6': 5.7, 'conv8': 7.5,
           'conv2_dense': 3.0, 'conv4_dense': 4.0, 'conv6_dense': 4.8, 'conv8_dense': 6.0,
           'sweep': 11 * 4.8}  # the sweep: 10 masked Conv4 runs + the dense one
 EST_MS.update(json.loads(E('EST_MS', '{}')))
-# PARALLEL=2 runs the presets two at a time (conv8 beside conv8_dense: one Conv8 run alone
-# leaves most of the GPU idle at batch 128, and both need to end inside one lease); each
-# run's estimate is then multiplied by CROWD_SLOWDOWN per other run beside it (a guess:
-# session 5's crowd of six ran each masked run ~2x slower than alone).
+# PARALLEL=2 runs the presets two at a time (conv8 beside conv8_dense, which both need to
+# end inside one lease; at batch 128 one run is far from filling the GPU: session 5's crowd
+# of six ran each masked run only ~2x slower than alone). Each run's estimate is then
+# multiplied by CROWD_SLOWDOWN per other run beside it (a guess, not measured for two).
 PARALLEL = int(E('PARALLEL', '1'))
 CROWD_SLOWDOWN = float(E('CROWD_SLOWDOWN', '1.3'))
 

@@ -96,7 +96,9 @@ def conv_chunked(x, kernel, padding=0, max_patch_bytes=5 << 20):
   back costs more than the matmul. Chunks of at most `max_patch_bytes` of patches stay
   in cache (`lax.map` forward; a `lax.scan` backward that rebuilds each chunk's patches,
   accumulates the kernel gradient and convolves the output gradient for the input's).
-  Reverse mode only (a custom VJP): not for the distillation's higher-order gradients.
+  A custom VJP: reverse mode only (no jvp). Twice-reverse works, but the distillation's
+  outer step with it in LeNet ran 1.7x slower (0.81 vs 0.47 s, benchmarks/distill_speed.py
+  --headline-only), so the distillation models keep `conv_as_matmul`.
   """
   kh, kw = kernel.shape[:2]
   if not 0 <= padding <= min(kh, kw) - 1:
@@ -109,7 +111,7 @@ def conv_fast(x, kernel, padding=0, stride=1):
   """The faster of the two for the backend: `conv_chunked` for kxk (k > 1) stride-1 convs
   on CPU (forward + backward of a 64->64 3x3 conv on 128 CIFAR maps: 0.44 s vs 0.64 s on
   2 cores; 1.5x on 16x16 and 8x8 maps, level on 4x4), `conv_as_matmul` otherwise (one big
-  matmul suits a GPU or TPU). First-order gradients only on CPU."""
+  matmul suits a GPU or TPU). On CPU: reverse-mode gradients only (no jvp)."""
   if stride == 1 and kernel.shape[0] > 1 and jax.default_backend() == 'cpu':
     return conv_chunked(x, kernel, padding)
   return conv_as_matmul(x, kernel, padding, stride)
@@ -129,7 +131,7 @@ class MatmulConv(nn.Module):
   kernel_init: callable = xavier
   use_bias: bool = True
   stride: int = 1
-  chunk_on_cpu: bool = False  # `conv_fast`: chunked on CPU (first-order gradients only)
+  chunk_on_cpu: bool = False  # `conv_fast`: chunked on CPU (reverse mode only)
 
   @nn.compact
   def __call__(self, x):
