@@ -5,6 +5,7 @@ Each configuration runs in its own subprocess (its own peak RSS). Random inputs 
 CIFAR-10's shape (cost does not depend on values). Compile time reported apart.
 
   python benchmarks/edge_popup_speed.py [--steps 10] [--reference PATH]
+  python benchmarks/edge_popup_speed.py --layers   # each conv layer's three forms
 
 --reference PATH: also time the authors' PyTorch code (a checkout of
 allenai/hidden-networks at PATH; needs torch and pyyaml) on the same machine, the same
@@ -55,6 +56,49 @@ def one(depth, mode, steps, batch, pipelined=False):
   med = (time.perf_counter() - t_all) / steps if pipelined else float(np.median(times))
   print(json.dumps({'images_per_s': batch / med, 'step_s': med, 'compile_s': compile_s,
                     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def layers(steps, batch):
+  """--layers: forward and forward+backward (input and kernel gradients) of each 3x3 conv
+  shape of Conv-N at `batch`, for the three forms: XLA's convolution, the whole-batch patch
+  matrix + one matmul (`conv_as_matmul`) and the same a few images at a time
+  (`conv_chunked`, what `conv_fast` runs on CPU)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from awesome_jax.models.small import conv_as_matmul, conv_chunked, chunk_size
+
+  def native(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+  def median_s(f, *a):
+    jax.block_until_ready(f(*a))
+    times = []
+    for _ in range(steps):
+      t = time.perf_counter()
+      jax.block_until_ready(f(*a))
+      times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+  forms = (('XLA conv', native), ('patch matrix + matmul', lambda x, k: conv_as_matmul(x, k, 1)),
+           ('chunked', lambda x, k: conv_chunked(x, k, 1)))
+  print('| layer (batch %d) | chunk | ' % batch
+        + ' | '.join(f'{n} fwd s | {n} fwd+bwd s' for n, _ in forms) + ' |')
+  print('|---|---|' + '---|---|' * len(forms))
+  rng = np.random.default_rng(0)
+  for size, cin, cout in ((32, 3, 64), (32, 64, 64), (16, 64, 128), (16, 128, 128),
+                          (8, 128, 256), (8, 256, 256), (4, 256, 512), (4, 512, 512)):
+    x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.05, jnp.float32)
+    cells = []
+    for _, f in forms:
+      loss = lambda x, k, f=f: 0.5 * jnp.sum(f(x, k) ** 2)
+      cells += [median_s(jax.jit(f), x, k),
+                median_s(jax.jit(jax.grad(loss, argnums=(0, 1))), x, k)]
+    chunk = chunk_size(x.shape, k.shape, 1, 5 << 20)
+    print(f'| {size}x{size} {cin}->{cout} | {chunk} | '
+          + ' | '.join(f'{c:.3f}' for c in cells) + ' |', flush=True)
 
 
 OURS, THEIRS = 'awesome_jax', 'authors (PyTorch)'  # the table's "code" column
@@ -120,7 +164,11 @@ def main():
   ap.add_argument('--threads', type=int, default=os.cpu_count(),
                   help="torch's thread count for --reference (XLA uses every core)")
   ap.add_argument('--one_reference', default='')
+  ap.add_argument('--layers', action='store_true',
+                  help="time each Conv-N conv layer's three forms instead of whole steps")
   args = ap.parse_args()
+  if args.layers:
+    return layers(args.steps, args.batch)
   if args.one:
     return one(**json.loads(args.one))
   if args.one_reference:

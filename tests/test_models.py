@@ -123,7 +123,9 @@ def test_chunked_conv_equals_matmul_conv_in_values_and_gradients(k, padding,
   # one-matmul sum closely
   from awesome_jax.models.small import chunk_size, conv_as_matmul, conv_chunked
   out_h, out_w = 12 + 2 * padding - k + 1, 13 + 2 * padding - k + 1
-  max_patch_bytes = images_per_budget * out_h * out_w * k * k * 3 * 4
+  # per image: the larger of the forward's patches (3 channels in) and the input
+  # gradient's (4 channels out)
+  max_patch_bytes = images_per_budget * out_h * out_w * k * k * 4 * 4
   with jax.enable_x64(True):
     x = jax.random.normal(jax.random.key(0), (7, 12, 13, 3), jnp.float64)
     w = jax.random.normal(jax.random.key(1), (k, k, 3, 4), jnp.float64)
@@ -144,7 +146,10 @@ def test_chunk_size_and_padding_error():
   assert chunk_size((128, 32, 32, 64), (3, 3, 64, 64), 1, 5 << 20) == 2
   assert chunk_size((128, 32, 32, 64), (3, 3, 64, 64), 1, 1) == 1
   assert chunk_size((128, 4, 4, 512), (3, 3, 512, 512), 1, 1 << 40) == 128
-  # Conv-N's first layer: at most 47 images of 32x32x27 fit, so 3 chunks of 43
-  assert chunk_size((128, 32, 32, 3), (3, 3, 3, 64), 1, 5 << 20) == 43
+  # Conv-N's first layer: its forward patches are 32x32x27 per image, but the input
+  # gradient convolves a 64-channel map (32x32x576 patches), so 2 at a time again
+  assert chunk_size((128, 32, 32, 3), (3, 3, 3, 64), 1, 5 << 20) == 2
+  # 47 images of 32x32x27 fit where the output has as few channels as the input: 3 x 43
+  assert chunk_size((128, 32, 32, 3), (3, 3, 3, 3), 1, 5 << 20) == 43
   with pytest.raises(ValueError, match='padding=3'):
     conv_chunked(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 1)), 3)

@@ -45,11 +45,13 @@ def _out_of_chunks(y, n):
 
 def chunk_size(x_shape, kernel_shape, padding, max_patch_bytes):
   """How many images `conv_chunked` convolves at a time: as few chunks as keep each
-  one's float32 patch matrix (out pixels x kh*kw*cin) within `max_patch_bytes` (or one
-  image), split evenly so the zero-padded last chunk wastes least."""
+  one's float32 patch matrices within `max_patch_bytes` (or one image), split evenly so
+  the zero-padded last chunk wastes least. The forward's patches have kh*kw*cin columns,
+  the input gradient's kh*kw*cout (a convolution of the output gradient): the larger."""
   n, h, w, _ = x_shape
-  kh, kw, cin, _ = kernel_shape
-  per_image = (h + 2 * padding - kh + 1) * (w + 2 * padding - kw + 1) * kh * kw * cin * 4
+  kh, kw, cin, cout = kernel_shape
+  per_image = ((h + 2 * padding - kh + 1) * (w + 2 * padding - kw + 1) * kh * kw
+               * max(cin, cout) * 4)
   most = max(1, min(n, max_patch_bytes // per_image))
   chunks = -(-n // most)
   return -(-n // chunks)
@@ -109,9 +111,10 @@ def conv_chunked(x, kernel, padding=0, max_patch_bytes=5 << 20):
 
 def conv_fast(x, kernel, padding=0, stride=1):
   """The faster of the two for the backend: `conv_chunked` for kxk (k > 1) stride-1 convs
-  on CPU (forward + backward of a 64->64 3x3 conv on 128 CIFAR maps: 0.44 s vs 0.64 s on
-  2 cores; 1.5x on 16x16 and 8x8 maps, level on 4x4), `conv_as_matmul` otherwise (one big
-  matmul suits a GPU or TPU). On CPU: reverse-mode gradients only (no jvp)."""
+  on CPU (forward + backward of a 64->64 3x3 conv on 128 CIFAR maps: 0.49 s vs 0.68 s on
+  2 cores, 0.9-1.4x as fast on smaller maps: `benchmarks/edge_popup_speed.py --layers`),
+  `conv_as_matmul` otherwise (one big matmul suits a GPU or TPU). On CPU: reverse-mode
+  gradients only (no jvp)."""
   if stride == 1 and kernel.shape[0] > 1 and jax.default_backend() == 'cpu':
     return conv_chunked(x, kernel, padding)
   return conv_as_matmul(x, kernel, padding, stride)
