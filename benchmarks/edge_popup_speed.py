@@ -66,7 +66,7 @@ def layers(steps, batch):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from awesome_jax.models.small import conv_as_matmul, conv_chunked, chunk_size
+  from awesome_jax.models.small import MAX_PATCH_BYTES, chunk_size, conv_as_matmul, conv_chunked
 
   def native(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME',
@@ -96,7 +96,7 @@ def layers(steps, batch):
       loss = lambda x, k, f=f: 0.5 * jnp.sum(f(x, k) ** 2)
       cells += [median_s(jax.jit(f), x, k),
                 median_s(jax.jit(jax.grad(loss, argnums=(0, 1))), x, k)]
-    chunk = chunk_size(x.shape, k.shape, 1, 5 << 20)
+    chunk = chunk_size(x.shape, k.shape, 1, MAX_PATCH_BYTES)
     print(f'| {size}x{size} {cin}->{cout} | {chunk} | '
           + ' | '.join(f'{c:.3f}' for c in cells) + ' |', flush=True)
 
