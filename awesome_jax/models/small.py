@@ -14,21 +14,25 @@ import jax.numpy as jnp
 xavier = nn.initializers.xavier_normal()
 
 
-def conv_as_matmul(x, kernel, padding=0, stride=1):
-  """Cross-correlation of NHWC `x` with an HWIO `kernel` (zero padding `padding` on each
-  side, stride `stride`) as k*k shifted slices concatenated on channels + one matmul."""
-  kh, kw, cin, cout = kernel.shape
+def patch_matrix(x, kh, kw, padding=0, stride=1):
+  """The (n, out_h, out_w, kh*kw*c) patches of NHWC `x` for a kh x kw window (zero padding
+  `padding` on each side, stride `stride`): k*k shifted slices concatenated on channels."""
   if padding:
     x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   oh = (x.shape[1] - kh) // stride + 1
   ow = (x.shape[2] - kw) // stride + 1
   if kh == kw == 1:
-    patches = x[:, :(oh - 1) * stride + 1:stride, :(ow - 1) * stride + 1:stride, :]
-  else:
-    patches = jnp.concatenate(
-        [x[:, i:i + (oh - 1) * stride + 1:stride, j:j + (ow - 1) * stride + 1:stride, :]
-         for i in range(kh) for j in range(kw)], axis=-1)
-  return patches @ kernel.reshape(kh * kw * cin, cout)
+    return x[:, :(oh - 1) * stride + 1:stride, :(ow - 1) * stride + 1:stride, :]
+  return jnp.concatenate(
+      [x[:, i:i + (oh - 1) * stride + 1:stride, j:j + (ow - 1) * stride + 1:stride, :]
+       for i in range(kh) for j in range(kw)], axis=-1)
+
+
+def conv_as_matmul(x, kernel, padding=0, stride=1):
+  """Cross-correlation of NHWC `x` with an HWIO `kernel` (zero padding `padding` on each
+  side, stride `stride`) as its `patch_matrix` times the kernel: one matmul."""
+  kh, kw, cin, cout = kernel.shape
+  return patch_matrix(x, kh, kw, padding, stride) @ kernel.reshape(kh * kw * cin, cout)
 
 
 # conv_chunked's default budget of patches per chunk (2.5-5 MB were best on the 2-core CPU
@@ -80,10 +84,7 @@ def _conv_chunked_bwd(padding, chunk, res, g):
 
   def one_chunk(grad_kernel, xg):
     xc, gc = xg
-    xp = jnp.pad(xc, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    oh, ow = gc.shape[1:3]
-    patches = jnp.concatenate([xp[:, i:i + oh, j:j + ow] for i in range(kh)
-                               for j in range(kw)], axis=-1).reshape(-1, kh * kw * cin)
+    patches = patch_matrix(xc, kh, kw, padding).reshape(-1, kh * kw * cin)
     grad_kernel = grad_kernel + patches.T @ gc.reshape(-1, cout)
     return grad_kernel, conv_as_matmul(gc, flipped, kh - 1 - padding)
 
