@@ -16,7 +16,8 @@ rewritten, so a lease that ends early keeps what finished. Extra arguments after
 to every run (e.g. -- --config.seed=1).
 
 The device machine lacks ml_collections and tensorboardX: carry their wheels (.gpu/whl) and
-the data (.gpu/data, copies of ../shared/data) and install them first:
+the data (.gpu/data, copies of ../shared/data; `bash scripts/prepare_gpu_carry.sh` builds
+.gpu/ on a new machine) and install them first:
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 """

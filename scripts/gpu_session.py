@@ -17,6 +17,7 @@ FAKE_PROBE_STEP (skip the probe: every step takes this many seconds).
 DATA_ROOT holds mnist/ (the idx .gz files) and cifar10_jpeg/ (the JPEG tarball), copies
 of ../shared/data (which does not travel to the GPU machine). The machine lacks
 ml_collections and tensorboardX: their wheels go to /tmp/site first (pip --target).
+`bash scripts/prepare_gpu_carry.sh` builds .gpu/ (wheels and data) on a new machine.
 
 Learned on the H200: nine processes sharing the GPU ran the masked edge-popup steps ~2x
 slower than the probe of the same crowd said, and the deadline cut them; one run alone
