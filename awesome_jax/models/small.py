@@ -96,15 +96,14 @@ def _conv_chunked_bwd(padding, chunk, res, g):
 _conv_chunked.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
 
 
-def conv_chunked(x, kernel, padding=0, max_patch_bytes=None):
+def conv_chunked(x, kernel, padding=0, max_patch_bytes=MAX_PATCH_BYTES):
   """`conv_as_matmul` (stride 1) a few images at a time, forward and backward.
 
   Same values and gradients. The whole batch's patch matrix is kh*kw times the input
   (302 MB for a 64->64 3x3 conv on 128 CIFAR images): on a CPU, writing and reading it
-  back costs more than the matmul. Chunks of at most `max_patch_bytes` (default
-  `MAX_PATCH_BYTES`) of patches stay in cache (`lax.map` forward; a `lax.scan` backward
-  that rebuilds each chunk's patches, accumulates the kernel gradient and convolves the
-  output gradient for the input's).
+  back costs more than the matmul. Chunks of at most `max_patch_bytes` of patches stay
+  in cache (`lax.map` forward; a `lax.scan` backward that rebuilds each chunk's patches,
+  accumulates the kernel gradient and convolves the output gradient for the input's).
   A custom VJP: reverse mode only (no jvp). Twice-reverse works, but the distillation's
   outer step with it in LeNet ran 1.7x slower (0.81 vs 0.47 s, benchmarks/distill_speed.py
   --headline-only), so the distillation models keep `conv_as_matmul`.
@@ -112,8 +111,6 @@ def conv_chunked(x, kernel, padding=0, max_patch_bytes=None):
   kh, kw = kernel.shape[:2]
   if not 0 <= padding <= min(kh, kw) - 1:
     raise ValueError(f'padding={padding}: conv_chunked needs 0 <= padding < kernel size')
-  if max_patch_bytes is None:
-    max_patch_bytes = MAX_PATCH_BYTES
   chunk = chunk_size(x.shape, kernel.shape, padding, max_patch_bytes)
   return _conv_chunked(x, kernel, padding, chunk)
 
