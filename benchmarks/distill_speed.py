@@ -26,9 +26,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+from child import run_child
 
 
 def one(steps, epochs, remat, batch, iters, n_inits, conv_impl='matmul', preset='mnist'):
@@ -116,11 +117,7 @@ def load_config(preset):
 
 
 def run_sub(flag='--one', **kw):
-  out = subprocess.run([sys.executable, __file__, flag, json.dumps(kw)],
-                       capture_output=True, text=True)
-  if out.returncode:
-    sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return run_child(__file__, flag, kw)
 
 
 def main():

@@ -19,9 +19,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+from child import run_child
 
 
 def one(depth, mode, steps, batch, pipelined=False):
@@ -147,11 +148,7 @@ def one_reference(repo, depth, mode, steps, batch, threads):
 
 
 def run_one(kw, flag='--one'):
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), flag, json.dumps(kw)],
-                       capture_output=True, text=True)
-  if out.returncode:
-    sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return run_child(__file__, flag, kw)
 
 
 def main():

@@ -1,0 +1,20 @@
+"""Runs one benchmark configuration in a child process, so that its peak RSS is its own.
+
+The benchmark scripts call themselves with `FLAG JSON` and print one JSON line last;
+this module is found on sys.path because the scripts are run as `python benchmarks/X.py`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run_child(script, flag, kw):
+  """Runs `python SCRIPT FLAG JSON(kw)`; returns its last stdout line, parsed as JSON.
+  Exits with the child's stderr tail if the child fails."""
+  out = subprocess.run([sys.executable, os.path.abspath(script), flag, json.dumps(kw)],
+                       capture_output=True, text=True)
+  if out.returncode:
+    sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
+  return json.loads(out.stdout.strip().splitlines()[-1])
