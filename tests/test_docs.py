@@ -62,9 +62,9 @@ def test_docs_have_commands():
 
 @pytest.mark.parametrize('doc,cmd', MAIN, ids=[f'{d}:{i}' for i, (d, _) in enumerate(MAIN)])
 def test_main_command_passes_its_config_checks(doc, cmd):
-  from awesome_jax import main
+  from awesome_jax import tasks
   config = parse(cmd)
-  _, check = main.tasks()[config.task]
+  _, check = tasks.get(config.task)
   check(config)
 
 

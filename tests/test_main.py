@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from awesome_jax import distill
+from awesome_jax.tasks import distill as distill_task
 from configs import distill as distill_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,7 @@ def main_cmd(workdir, *overrides, preset='tiny'):
 def test_end_to_end_tiny_run(tmp_path):
   config = distill_configs.get_config('tiny')
   config.progress_bar = False
-  results = distill.run(config, str(tmp_path))
+  results = distill_task.run(config, str(tmp_path))
   for name in ('distilled.npz', 'distilled.png', 'results.json', 'metrics.jsonl'):
     assert (tmp_path / name).exists(), name
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
@@ -43,16 +44,16 @@ def test_end_to_end_tiny_run(tmp_path):
   # the saved set alone reproduces the run's evaluation with its own schedule ...
   config.task = 'distill_eval'
   config.eval.npz = str(tmp_path / 'distilled.npz')
-  again = distill.evaluate_saved(config, str(tmp_path))
+  again = distill_task.evaluate_saved(config, str(tmp_path))
   np.testing.assert_allclose(again['test_acc_all'], saved['test_acc_all'], atol=1e-9)
   # ... and also trains with plain minibatch SGD
   config.eval.schedule = 'minibatch'
   config.eval.lr = 0.1
-  mb = distill.evaluate_saved(config, str(tmp_path))
+  mb = distill_task.evaluate_saved(config, str(tmp_path))
   assert mb['eval_nets'] == 4 and 0 <= mb['test_acc_mean'] <= 1
   config.eval.schedule = 'adam'
   with pytest.raises(distill.ConfigError, match="eval.schedule='adam'"):
-    distill.evaluate_saved(config, str(tmp_path))
+    distill_task.evaluate_saved(config, str(tmp_path))
 
 
 def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
@@ -62,7 +63,7 @@ def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
   config.distill.lr_per_layer = True
   config.outer.steps = 5
   config.eval.baselines = False
-  results = distill.run(config, str(tmp_path))
+  results = distill_task.run(config, str(tmp_path))
   z = distill.load_distilled(str(tmp_path / 'distilled.npz'))
   assert any(k.startswith('init/') for k in z)
   # one lr per inner step and param tensor, each column named
@@ -71,7 +72,7 @@ def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
   config.task = 'distill_eval'
   config.eval.npz = str(tmp_path / 'distilled.npz')
   config.eval.num_inits = 2
-  again = distill.evaluate_saved(config, str(tmp_path))
+  again = distill_task.evaluate_saved(config, str(tmp_path))
   assert again['init'].startswith('fixed')
   assert again['test_acc_all'] == [results['test_acc_mean']] * 2
 

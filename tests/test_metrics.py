@@ -50,7 +50,8 @@ import matplotlib
 matplotlib.use('svg')
 import matplotlib.pyplot as plt
 import numpy as np
-from awesome_jax import distill, edge_popup, metrics
+from awesome_jax import metrics
+from awesome_jax.tasks import distill as distill_task, edge_popup
 plt.figure()
 out = {str(tmp_path)!r}
 os.makedirs(os.path.join(out, 'run'))
@@ -59,8 +60,8 @@ with open(os.path.join(out, 'run', 'metrics.jsonl'), 'w') as f:
 metrics.plot_curves(os.path.join(out, 'c.png'), [('a', os.path.join(out, 'run'))], 10)
 edge_popup.plot_sweep(os.path.join(out, 's.png'),
                       [('dense', '', 1.0, 0.5, ''), ('masked', 'signed_constant', 0.5, 0.4, 0.1)], 'x')
-distill.save_grid(os.path.join(out, 'g.png'), np.zeros((2, 3, 8, 8, 1)), np.zeros((2, 3)),
-                  lrs=np.ones(2))
+distill_task.save_grid(os.path.join(out, 'g.png'), np.zeros((2, 3, 8, 8, 1)), np.zeros((2, 3)),
+                       lrs=np.ones(2))
 print(matplotlib.get_backend(), plt.get_fignums())
 '''
   r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from awesome_jax import shape_bias as sb
-from awesome_jax import shape_bias_task
+from awesome_jax.tasks import shape_bias as shape_bias_task
 from configs import shape_bias as shape_bias_configs
 
 

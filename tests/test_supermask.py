@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from awesome_jax import data, edge_popup, supermask
+from awesome_jax import data, supermask
 from awesome_jax import train as train_lib
+from awesome_jax.tasks import edge_popup
 from awesome_jax.models import conv_n
 from configs import edge_popup as edge_popup_configs
 
