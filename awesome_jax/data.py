@@ -1,30 +1,38 @@
 """Datasets as in-memory arrays: TFDS, offline readers of the standard files, tiny sets.
 
 Every loader returns a `Dataset`: images float32 NHWC in [0, 1], labels int32, and the
-per-channel mean/std used to normalise them. Three ways in:
+per-channel mean/std used to normalise them. Four ways in:
 
 * `source='tfds'`: `tfds.load` (needs network on first use, and TensorFlow).
 * `source='files'`: the datasets' own files in `data_dir` (no network):
   MNIST idx files (`train-images-idx3-ubyte[.gz]`, ...), CIFAR-10 python batches
   (`data_batch_1..5`, `test_batch`) or an image folder `train/<class>/*.jpg`
-  (also inside a `.tar.gz`), USPS as `usps.npz`.
+  (also inside a `.tar.gz`), USPS as `usps.npz` or the libsvm files `usps.bz2`,
+  `usps.t.bz2`.
+* `source='download'`: those files fetched once from their hosts into a cache folder
+  (`awesome_jax.download`), then read as above.
 * tiny sets made here for tests: `digits` (scikit-learn's 8x8 digits) and `synthetic`.
+
+`source='auto'` reads `data_dir` if set, else tries TFDS, else downloads.
 
 Errors name the file and what was expected, in one line (`DataError`).
 """
 
+import bz2
 import dataclasses
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import tarfile
+import zlib
 
 import numpy as np
 
 DATASETS = ('mnist', 'cifar10', 'usps', 'digits', 'synthetic')
-SOURCES = ('auto', 'tfds', 'files')
+SOURCES = ('auto', 'tfds', 'files', 'download')
 
 # Per-channel statistics of the training sets (of the [0, 1] images).
 STATS = {
@@ -96,7 +104,12 @@ def _open_maybe_gz(directory, stem):
     if os.path.exists(path):
       with open(path, 'rb') as f:
         raw = f.read()
-      return path, (gzip.decompress(raw) if fname.endswith('.gz') else raw)
+      if not fname.endswith('.gz'):
+        return path, raw
+      try:
+        return path, gzip.decompress(raw)
+      except (EOFError, OSError, zlib.error) as e:  # OSError covers gzip.BadGzipFile
+        raise DataError(f'{path}: truncated or corrupt gzip file ({e})') from None
   raise DataError(f'{os.path.join(directory, stem)}[.gz]: file not found '
                   '(expected the MNIST idx files)')
 
@@ -106,10 +119,13 @@ def read_idx(path, raw):
   if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
     raise DataError(f'{path}: not an idx file of unsigned bytes (bad magic number)')
   ndim = raw[3]
-  dims = np.frombuffer(raw, '>u4', count=ndim, offset=4).astype(int)
   start = 4 + 4 * ndim
-  if len(raw) - start != int(np.prod(dims)):
-    raise DataError(f'{path}: header says shape {tuple(dims)} '
+  if len(raw) < start:
+    raise DataError(f'{path}: idx header of {ndim} dimensions cut short '
+                    f'({len(raw)} bytes)')
+  dims = tuple(int(d) for d in np.frombuffer(raw, '>u4', count=ndim, offset=4))
+  if len(raw) - start != math.prod(dims):
+    raise DataError(f'{path}: header says shape {dims} '
                     f'but holds {len(raw) - start} bytes')
   return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
 
@@ -138,10 +154,18 @@ def _cifar_batches(data_dir):
     try:
       with open(path, 'rb') as f:
         d = pickle.load(f, encoding='bytes')
+    except Exception as e:  # pickle raises many types on bytes that are not a pickle
+      raise DataError(f'{path}: not a CIFAR-10 python batch (unpickling failed: '
+                      f'{type(e).__name__}: {e})') from None
+    if not isinstance(d, dict) or b'data' not in d or b'labels' not in d:
+      raise DataError(f"{path}: not a CIFAR-10 python batch (expected a dict with "
+                      f"b'data' and b'labels', got {type(d).__name__})")
+    try:
       x = np.asarray(d[b'data'], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-      return x / 255.0, np.asarray(d[b'labels'])
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
+      y = np.asarray(d[b'labels']).reshape(-1)
+    except (ValueError, TypeError) as e:
       raise DataError(f'{path}: not a CIFAR-10 python batch ({e})') from None
+    return x / 255.0, y
   parts = [read(f'data_batch_{i}') for i in range(1, 6)]
   x_test, y_test = read('test_batch')
   return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
@@ -195,7 +219,7 @@ def _cifar_image_folder(data_dir):
           for member in tar:
             if member.isfile() and member.name.lower().endswith(('.jpg', '.jpeg', '.png')):
               yield member.name, tar.extractfile(member).read()
-      except tarfile.TarError as e:
+      except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(f'{where}: not a readable tar archive ({e})') from None
   else:
     raise DataError(f'{data_dir}: expected CIFAR-10 python batches (data_batch_1..5, '
@@ -225,7 +249,8 @@ def load_cifar10_files(data_dir, cache_dir=None):
 
 
 def _cache_path(cache_dir, name, data_dir):
-  cache_dir = cache_dir or os.path.join(os.path.expanduser('~'), '.cache', 'awesome_jax')
+  from awesome_jax import download  # pylint: disable=g-import-not-at-top
+  cache_dir = download.cache_root(cache_dir)
   key = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:10]
   return os.path.join(cache_dir, f'{name}_{key}.npz')
 
@@ -233,11 +258,51 @@ def _cache_path(cache_dir, name, data_dir):
 # ------------------------------------------------------------------------------ USPS
 
 
+def read_usps_libsvm(path):
+  """USPS in libsvm format (`label index:value ...`, labels 1..10, values in [-1, 1]).
+
+  Returns images (N, 16, 16) in [0, 1] and labels 0..9.
+  """
+  images, labels = [], []
+  try:
+    with bz2.open(path, 'rt') as f:
+      for line_no, line in enumerate(f, 1):
+        fields = line.split()
+        if not fields:
+          continue
+        try:
+          label = int(float(fields[0]))
+          pairs = np.array(' '.join(fields[1:]).replace(':', ' ').split(), float)
+          index, value = pairs.reshape(-1, 2).T
+        except ValueError:
+          raise DataError(f'{path}, line {line_no}: not `label index:value ...` '
+                          '(libsvm format)') from None
+        if not 1 <= label <= 10:
+          raise DataError(f'{path}, line {line_no}: label {label} outside 1..10')
+        if index.size and (index.min() < 1 or index.max() > 256):
+          raise DataError(f'{path}, line {line_no}: pixel index outside 1..256')
+        pixels = np.zeros(256)  # a libsvm file may leave out zero values
+        pixels[index.astype(int) - 1] = value
+        images.append(pixels.reshape(16, 16))
+        labels.append(label - 1)
+  except (EOFError, OSError, UnicodeDecodeError) as e:  # OSError covers a bad bz2 stream
+    raise DataError(f'{path}: truncated or corrupt bz2 file ({e})') from None
+  if not images:
+    raise DataError(f'{path}: no examples')
+  return np.clip((np.stack(images) + 1) / 2, 0, 1), np.asarray(labels)
+
+
 def load_usps_files(data_dir):
+  """USPS from `usps.npz`, else from the libsvm files `usps.bz2` and `usps.t.bz2`."""
   path = os.path.join(data_dir, 'usps.npz')
+  libsvm = [os.path.join(data_dir, f) for f in ('usps.bz2', 'usps.t.bz2')]
+  if not os.path.exists(path) and all(os.path.exists(p) for p in libsvm):
+    arrays = [*read_usps_libsvm(libsvm[0]), *read_usps_libsvm(libsvm[1])]
+    return _finish('usps', arrays[0][..., None], arrays[1], arrays[2][..., None], arrays[3],
+                   10, STATS['usps'])
   if not os.path.exists(path):
     raise DataError(f'{path}: file not found (expected usps.npz with x_train, y_train, '
-                    'x_test, y_test)')
+                    'x_test, y_test, or the libsvm files usps.bz2 and usps.t.bz2)')
   try:
     with np.load(path) as z:
       missing = {'x_train', 'y_train', 'x_test', 'y_test'} - set(z.files)
@@ -281,16 +346,24 @@ def make_synthetic(num_classes=4, shape=(8, 8, 1), n_train=512, n_test=256, nois
 # ------------------------------------------------------------------------------ TFDS
 
 
+def _first_line(e):
+  lines = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
+
+
+def _tfds_arrays(name, data_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  splits = tfds.load(name, split=['train', 'test'], batch_size=-1, as_supervised=True,
+                     data_dir=data_dir or None)
+  return tfds.as_numpy(splits)
+
+
 def load_tfds(name, data_dir=None):
   """`tfds.load` of the whole train/test splits as arrays (needs TensorFlow)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    splits = tfds.load(name, split=['train', 'test'], batch_size=-1, as_supervised=True,
-                       data_dir=data_dir or None)
-    (xtr, ytr), (xte, yte) = tfds.as_numpy(splits)
+    (xtr, ytr), (xte, yte) = _tfds_arrays(name, data_dir)
   except Exception as e:  # tfds raises many types (network, missing TF, ...)
-    raise DataError(f'tfds.load({name!r}) failed: {type(e).__name__}: '
-                    f'{str(e).splitlines()[0] if str(e) else ""}. Offline, set '
+    raise DataError(f'tfds.load({name!r}) failed: {_first_line(e)}. Offline, set '
                     'config.data.data_dir to a folder of the standard files') from None
   return _finish(name, xtr / 255.0, ytr, xte / 255.0, yte, 10, STATS.get(name))
 
@@ -298,10 +371,38 @@ def load_tfds(name, data_dir=None):
 # --------------------------------------------------------------------------- entry
 
 
+def load_files(name, data_dir, cache_dir=None):
+  """Reads dataset `name` from the folder `data_dir` of its standard files."""
+  if not data_dir or not os.path.isdir(data_dir):
+    raise DataError(f'data.data_dir={data_dir!r}: not a directory')
+  if name == 'mnist':
+    return load_mnist_files(data_dir)
+  if name == 'cifar10':
+    return load_cifar10_files(data_dir, cache_dir)
+  return load_usps_files(data_dir)
+
+
+def load_download(name, data_dir='', cache_dir=None, why=''):
+  """Downloads `name`'s standard files (once) and reads them; prints where from.
+
+  The files go to `data_dir` if set, else to `download.cache_root(cache_dir)/name`.
+  """
+  from awesome_jax import download  # pylint: disable=g-import-not-at-top
+  folder = download.download(name, cache_dir=cache_dir, folder=data_dir or None)
+  dataset = load_files(name, folder, cache_dir)
+  why = f'; {why}' if why else ''
+  print(f"{name}: read the standard files in {folder} (downloaded once from the dataset's "
+        f'hosts{why})')
+  return dataset
+
+
 def load(name, source='auto', data_dir='', tfds_data_dir='', cache_dir=None):
   """Loads dataset `name` ('mnist', 'cifar10', 'usps', 'digits', 'synthetic').
 
-  `source='auto'` reads the standard files when `data_dir` is set, else uses TFDS.
+  `source='auto'` reads the standard files when `data_dir` is set, else uses TFDS, and
+  if TFDS cannot load, downloads the standard files into the cache folder
+  (`awesome_jax.download`). `source='download'` downloads into `data_dir` if set, else
+  into the cache folder. `cache_dir` overrides the cache folder.
   """
   if name not in DATASETS:
     raise DataError(f'data.name={name!r}: unknown; allowed: {", ".join(DATASETS)}')
@@ -312,14 +413,22 @@ def load(name, source='auto', data_dir='', tfds_data_dir='', cache_dir=None):
   if name == 'synthetic':
     return make_synthetic()
   if source == 'files' or (source == 'auto' and data_dir):
-    if not data_dir or not os.path.isdir(data_dir):
-      raise DataError(f'data.data_dir={data_dir!r}: not a directory')
-    if name == 'mnist':
-      return load_mnist_files(data_dir)
-    if name == 'cifar10':
-      return load_cifar10_files(data_dir, cache_dir)
-    return load_usps_files(data_dir)
-  return load_tfds(name, tfds_data_dir)
+    return load_files(name, data_dir, cache_dir)
+  if source == 'tfds':
+    return load_tfds(name, tfds_data_dir)
+  if source == 'download':
+    return load_download(name, data_dir, cache_dir)
+  try:
+    (xtr, ytr), (xte, yte) = _tfds_arrays(name, tfds_data_dir)
+  except Exception as e:  # any failure (TFDS or TensorFlow missing, no network): download
+    tfds_failure = f'TFDS: {_first_line(e)}'
+  else:
+    return _finish(name, xtr / 255.0, ytr, xte / 255.0, yte, 10, STATS.get(name))
+  try:
+    return load_download(name, cache_dir=cache_dir, why=tfds_failure)
+  except DataError as e:
+    raise DataError(f'{e}; {tfds_failure}. Offline, set config.data.data_dir to a folder '
+                    'of the standard files') from None
 
 
 class EpochBatches:

@@ -31,8 +31,9 @@ def get_config(preset='mnist_momentum'):
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'mnist'           # mnist | cifar10 | usps | digits | synthetic
-  c.data.source = 'auto'          # auto (files if data_dir else tfds) | tfds | files
-  c.data.data_dir = ''            # folder of the standard files (offline path)
+  c.data.source = 'auto'          # tfds | files | download | auto: files if data_dir,
+                                  # else tfds, else download (awesome_jax/download.py)
+  c.data.data_dir = ''            # folder of the standard files ('' = tfds or download)
   c.data.tfds_data_dir = ''       # TFDS data_dir ('' = TFDS default)
 
   c.model = ml_collections.ConfigDict()

@@ -25,7 +25,8 @@ def get_config(preset='conv4'):
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'cifar10'         # cifar10 | mnist | synthetic | ...
-  c.data.source = 'auto'          # auto (files if data_dir else tfds) | tfds | files
+  c.data.source = 'auto'          # tfds | files | download | auto: files if data_dir,
+                                  # else tfds, else download (awesome_jax/download.py)
   c.data.data_dir = ''            # folder of CIFAR-10 batches / image folder / its .tar.gz
   c.data.tfds_data_dir = ''
 

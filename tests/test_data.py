@@ -1,5 +1,6 @@
 """Offline readers of the standard files, tiny sets, and their one-line errors."""
 
+import bz2
 import gzip
 import io
 import os
@@ -138,3 +139,88 @@ def test_tiny_sets():
   syn = data.make_synthetic(num_classes=3, shape=(4, 4, 2), n_train=30, n_test=9)
   assert syn.x_train.shape == (30, 4, 4, 2) and set(syn.y_test.tolist()) == {0, 1, 2}
   np.testing.assert_allclose(syn.normalize(syn.x_train).mean(axis=(0, 1, 2)), 0, atol=1e-5)
+
+
+def test_truncated_gz_names_file(tmp_path):
+  make_mnist_dir(tmp_path)
+  bad = tmp_path / 't10k-images-idx3-ubyte.gz'
+  bad.write_bytes(bad.read_bytes()[:200])
+  with pytest.raises(data.DataError) as e:
+    data.load('mnist', data_dir=str(tmp_path))
+  assert str(e.value).startswith(f'{bad}: truncated or corrupt gzip file')
+  bad.write_bytes(b'\x1f\x8b not really gzip')
+  with pytest.raises(data.DataError, match='t10k-images-idx3-ubyte.gz: truncated or corrupt'):
+    data.load('mnist', data_dir=str(tmp_path))
+
+
+def test_idx_size_message_has_plain_ints(tmp_path):
+  make_mnist_dir(tmp_path)
+  write_idx(tmp_path / 'train-images-idx3-ubyte.gz', np.zeros((3, 28, 28)))
+  raw = gzip.decompress((tmp_path / 'train-images-idx3-ubyte.gz').read_bytes())
+  (tmp_path / 'train-images-idx3-ubyte.gz').write_bytes(gzip.compress(raw[:16 + 1000]))
+  with pytest.raises(data.DataError) as e:
+    data.load('mnist', data_dir=str(tmp_path))
+  assert str(e.value).endswith('header says shape (3, 28, 28) but holds 1000 bytes')
+  assert 'np.' not in str(e.value)
+  (tmp_path / 'train-images-idx3-ubyte.gz').write_bytes(gzip.compress(raw[:10]))
+  with pytest.raises(data.DataError, match=r'idx header of 3 dimensions cut short \(10 bytes\)'):
+    data.load('mnist', data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize('content, reason', [
+    (b'not a pickle at all', 'unpickling failed'),
+    (b'', 'unpickling failed: EOFError'),
+    (pickle.dumps([1, 2, 3]), "expected a dict with b'data' and b'labels', got list"),
+    (pickle.dumps({b'data': np.zeros((2, 100), np.uint8), b'labels': [0, 1]}),
+     'cannot reshape'),
+])
+def test_cifar_batch_not_a_batch(tmp_path, content, reason):
+  for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+    with open(tmp_path / name, 'wb') as f:
+      pickle.dump({b'data': np.zeros((1, 3072), np.uint8), b'labels': [0]}, f)
+  (tmp_path / 'data_batch_3').write_bytes(content)
+  with pytest.raises(data.DataError) as e:
+    data.load('cifar10', data_dir=str(tmp_path))
+  message = str(e.value)
+  assert message.startswith(f'{tmp_path / "data_batch_3"}: not a CIFAR-10 python batch')
+  assert reason in message and '\n' not in message
+
+
+def test_cifar_corrupt_tar(tmp_path):
+  os.makedirs(tmp_path / 'src' / 'train' / 'cat')
+  buffer = io.BytesIO()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buffer, 'PNG')
+  for i in range(20):
+    (tmp_path / 'src' / 'train' / 'cat' / f'{i}.png').write_bytes(buffer.getvalue())
+  target = tmp_path / 'tarred'
+  os.makedirs(target)
+  with tarfile.open(target / 'cifar10_jpg.tar.gz', 'w:gz') as tar:
+    tar.add(tmp_path / 'src' / 'train', arcname='train')
+  whole = (target / 'cifar10_jpg.tar.gz').read_bytes()
+  (target / 'cifar10_jpg.tar.gz').write_bytes(whole[:len(whole) // 2])
+  with pytest.raises(data.DataError, match=r'cifar10_jpg.tar.gz: not a readable tar archive'):
+    data.load('cifar10', data_dir=str(target), cache_dir=str(tmp_path / 'cache'))
+
+
+def test_usps_libsvm_files(tmp_path):
+  def write(name, rows):
+    with bz2.open(tmp_path / name, 'wt') as f:
+      f.write(''.join(rows))
+  write('usps.bz2', ['1 1:-1 2:1 256:0.5\n', '10 1:0\n'])
+  write('usps.t.bz2', ['3 2:-0.5\n'])
+  ds = data.load('usps', data_dir=str(tmp_path))
+  np.testing.assert_array_equal(ds.y_train, [0, 9])
+  np.testing.assert_array_equal(ds.y_test, [2])
+  np.testing.assert_allclose(ds.x_train[0, 0, :2, 0], [0, 1])
+  np.testing.assert_allclose(ds.x_train[0, 15, 15, 0], 0.75)
+  np.testing.assert_allclose(ds.x_train[1, 0, 1, 0], 0.5)  # left-out value: 0 -> 0.5
+  np.testing.assert_allclose(ds.x_test[0, 0, 1, 0], 0.25)
+  write('usps.t.bz2', ['3 2:-0.5\n', '11 1:1\n'])
+  with pytest.raises(data.DataError, match=r'usps.t.bz2, line 2: label 11 outside 1..10'):
+    data.load('usps', data_dir=str(tmp_path))
+  write('usps.t.bz2', ['3 2:-0.5 7\n'])
+  with pytest.raises(data.DataError, match=r'usps.t.bz2, line 1: not `label index:value'):
+    data.load('usps', data_dir=str(tmp_path))
+  (tmp_path / 'usps.t.bz2').write_bytes(bz2.compress(b'3 1:1\n' * 50)[:30])
+  with pytest.raises(data.DataError, match=r'usps.t.bz2: truncated or corrupt bz2 file'):
+    data.load('usps', data_dir=str(tmp_path))
