@@ -27,7 +27,7 @@ from child import run_child
 
 def one(depth, mode, steps, batch, pipelined=False):
   """pipelined: time `steps` steps dispatched back to back with one block at the end (as
-  the training loop runs; scripts/gpu_session.py sizes its epochs with it), not each."""
+  the training loop runs, so the time per step predicts an epoch's), not each."""
   import jax
   import ml_collections
   import numpy as np
