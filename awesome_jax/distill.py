@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from awesome_jax import checkpoint as ckpt_lib
+from awesome_jax.distilled_io import load_distilled  # noqa: F401  (the set's reader)
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 
@@ -380,12 +381,6 @@ def save_distilled(path, distiller, state, extra=None):
   tmp = path + '.tmp.npz'
   np.savez(tmp, **payload)
   os.replace(tmp, path)
-
-
-def load_distilled(path):
-  """Reads a distilled set written by `save_distilled` into a dict of numpy arrays."""
-  with np.load(path) as z:
-    return {k: z[k] for k in z.files}
 
 
 def split_val(n, val_size, seed):

@@ -26,8 +26,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def user_errors():
-  from awesome_jax import checkpoint, data, distill, models, pretrained, shape_bias, supermask, train  # pylint: disable=g-import-not-at-top
-  return (checkpoint.ResumeMismatchError, data.DataError, distill.ConfigError, models.ModelError,
+  from awesome_jax import checkpoint, data, distill, distilled_io, models, pretrained, shape_bias, supermask, train  # pylint: disable=g-import-not-at-top
+  return (checkpoint.ResumeMismatchError, data.DataError, distill.ConfigError,
+          distilled_io.DistilledFileError, models.ModelError,
           pretrained.CheckpointFormatError, shape_bias.StimulusError,
           supermask.SupermaskConfigError, train.TrainConfigError)
 

@@ -7,6 +7,8 @@
 * zip (torch >= 1.6): `archive/data.pkl` + one file `archive/data/<key>` per storage.
 Only the pickle opcodes of plain containers and the torch tensor-rebuild functions are
 accepted; anything else is refused (a checkpoint cannot run code here).
+`read_torch_object(path)` reads any such file (e.g. a list of tuples of tensors), not
+only a state dict.
 """
 
 import collections
@@ -84,6 +86,12 @@ def _materialise(obj, arrays):
   if isinstance(obj, _TensorRef):
     flat = arrays[obj.storage]
     itemsize = flat.dtype.itemsize
+    # as_strided does not check bounds: a bad size or stride would read foreign memory
+    last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
+    if (obj.offset < 0 or min(obj.stride, default=0) < 0 or
+        (min(obj.size, default=1) > 0 and last >= flat.size)):
+      raise ValueError(f'a tensor of size {obj.size}, stride {obj.stride} at offset '
+                       f'{obj.offset} reaches past its storage of {flat.size} elements')
     return np.lib.stride_tricks.as_strided(
         flat[obj.offset:], shape=obj.size,
         strides=tuple(s * itemsize for s in obj.stride)).copy()
@@ -95,16 +103,17 @@ def _materialise(obj, arrays):
 
 
 def _read_legacy(f, path):
-  magic = pickle.load(f)
+  plain = lambda: _Unpickler(f, {}).load()  # the small pickles around the object too
+  magic = plain()
   if magic != LEGACY_MAGIC:
     raise CheckpointFormatError(f'{path}: not a PyTorch checkpoint (bad magic number)')
-  pickle.load(f)  # protocol version
-  sys_info = pickle.load(f)
+  plain()  # protocol version
+  sys_info = plain()
   if not sys_info.get('little_endian', True):
     raise CheckpointFormatError(f'{path}: big-endian checkpoints are not supported')
   dtypes = {}
   obj = _Unpickler(f, dtypes).load()
-  keys = pickle.load(f)
+  keys = plain()
   arrays = {}
   for key in keys:
     (count,) = struct.unpack('<q', f.read(8))
@@ -128,19 +137,32 @@ def _read_zip(path):
   return obj, arrays
 
 
-def read_torch_state_dict(path):
-  """{name: numpy array} from a PyTorch checkpoint file (legacy or zip), no torch."""
+def read_torch_object(path):
+  """What a PyTorch file (legacy or zip) holds, tensors as numpy arrays, no torch.
+
+  Dicts come back as OrderedDicts, lists and tuples as lists and tuples; a pickle that
+  names any global but OrderedDict and torch's tensor and storage types is refused.
+  """
   try:
     if zipfile.is_zipfile(path):
       obj, arrays = _read_zip(path)
     else:
       with open(path, 'rb') as f:
         obj, arrays = _read_legacy(f, path)
-  except (pickle.UnpicklingError, EOFError, KeyError, struct.error) as e:
-    raise CheckpointFormatError(f'{path}: not a readable PyTorch checkpoint ({e})') from None
+    return _materialise(obj, arrays)
+  except CheckpointFormatError:
+    raise
   except FileNotFoundError:
     raise CheckpointFormatError(f'{path}: file not found') from None
-  state = _materialise(obj, arrays)
+  except (pickle.UnpicklingError, EOFError, KeyError, IndexError, struct.error,
+          AttributeError, TypeError, ValueError, OSError, zipfile.BadZipFile) as e:
+    reason = ' '.join(str(e).split())  # one line
+    raise CheckpointFormatError(f'{path}: not a readable PyTorch checkpoint ({reason})') from None
+
+
+def read_torch_state_dict(path):
+  """{name: numpy array} from a PyTorch checkpoint file (legacy or zip), no torch."""
+  state = read_torch_object(path)
   if isinstance(state, dict) and 'state_dict' in state:
     state = state['state_dict']
   if not isinstance(state, dict):

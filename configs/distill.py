@@ -79,7 +79,11 @@ def get_config(preset='mnist_momentum'):
                                   # scores best on the val_size held-out images (they are
                                   # then left out of the real batches); needs eval.every
   # task distill_eval only:
-  c.eval.npz = ''                 # a distilled.npz to evaluate
+  c.eval.npz = ''                 # a distilled set to evaluate (distilled.npz, a plain npz,
+                                  # or the original PyTorch code's results.pth)
+  c.eval.format = 'auto'          # auto (by content) | awesome_jax | plain_npz | torch
+  c.eval.mean = ()                # per-channel normalisation, only where the file lacks it
+  c.eval.std = ()                 #   (x - mean) / std on [0, 1] pixels
   c.eval.schedule = 'distilled'   # distilled (its own order + lrs) | minibatch (plain SGD)
   c.eval.lr = 0.01                # minibatch: fixed lr
   c.eval.epochs = 3               # minibatch: passes over the images

@@ -165,3 +165,33 @@ def test_config_file_with_a_syntax_error_names_file_and_line(tmp_path):
   assert first.startswith(f'error: --config: {bad}, line 3: '), out.stderr
   assert rest == ['    def get_config(:']
   assert not (tmp_path / 'w').exists()
+
+
+def _not_an_npz(path):
+  path.write_text('images,labels\n1,2\n')
+
+
+def _corrupt_zip(path):
+  path.write_bytes(b'PK\x03\x04' + b'\x00' * 40)
+
+
+def _foreign_npz(path):
+  np.savez(path, weights=np.zeros(3))
+
+
+@pytest.mark.parametrize('make,message', [
+    (_not_an_npz, 'neither an npz nor a PyTorch file'), (_corrupt_zip, 'corrupt or truncated zip'),
+    (_foreign_npz, "no 'images_normalized'"),
+])
+def test_bad_distilled_file_is_one_line_error(tmp_path, make, message):
+  bad = tmp_path / 'set.npz'
+  make(bad)
+  out = subprocess.run([sys.executable, '-m', 'awesome_jax.main',
+                        '--config=configs/distill.py:evaluate', f'--workdir={tmp_path / "w"}',
+                        f'--config.eval.npz={bad}', '--config.data.name=digits',
+                        '--config.model.name=mlp'],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'error: {bad}') and message in last, last

@@ -19,6 +19,7 @@ from awesome_jax import baselines
 from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import data as data_lib
 from awesome_jax import distill as distill_lib
+from awesome_jax import distilled_io
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 
@@ -156,6 +157,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   beta = distill_lib.momentum_of(state['learned'], config.distill.momentum)
   if beta is not None:
     results['inner_momentum'] = float(beta)
+  results['paper'] = paper_reference(results)
   if config.eval.baselines:
     results['baselines'] = baselines.evaluate_all(distiller, x_train, y_train, x_test,
                                                   y_test, config)
@@ -220,14 +222,45 @@ def _evaluate_sets(distiller, state, num, seed, sets):
       distill_lib.momentum_of(learned, distiller.config.distill.momentum))
 
 
+# The paper's numbers for the settings it reports (Wang et al. 2018): (dataset, random
+# init, images, inner steps) -> (test accuracy mean, std or None), in %.
+PAPER = {
+    ('mnist', True, 100, 30): (79.5, 8.1),
+    ('mnist', False, 10, 3): (93.8, None),
+    ('cifar10', True, 100, 30): (36.8, 1.2),
+}
+
+
+def paper_reference(results):
+  """The paper's {'test_acc_mean', 'test_acc_std', 'source'} for this run's setting, or None."""
+  key = (results['dataset'], results['random_init'], results['images'],
+         results['inner_steps'])
+  if key not in PAPER:
+    return None
+  mean, std = PAPER[key]
+  return {'test_acc_mean': mean / 100, 'test_acc_std': None if std is None else std / 100,
+          'source': 'Wang et al. 2018, Dataset Distillation (same dataset, init, images, '
+                    'inner steps)'}
+
+
 def _summary(results):
-  lines = [f'distilled {results["images"]} images, {results["inner_steps"]} inner steps: '
-           f'test acc {100 * results["test_acc_mean"]:.2f} +/- '
-           f'{100 * results["test_acc_std"]:.2f} % over {results["eval_nets"]} nets']
+  lines = []
   for name, b in results.get('baselines', {}).items():
     lines.append(f'  baseline {name:12s} (lr {b["lr"]:.3g}): {100 * b["test_acc_mean"]:.2f}'
                  f' +/- {100 * b["test_acc_std"]:.2f} %')
-  return '\n'.join(lines)
+  init = 'random init' if results['random_init'] else 'fixed init'
+  line = (f'{results["dataset"]}, {results["images"]} distilled images, '
+          f'{results["inner_steps"]} inner steps, {init}: test acc '
+          f'{100 * results["test_acc_mean"]:.2f} +/- {100 * results["test_acc_std"]:.2f} % '
+          f'over {results["eval_nets"]} nets never seen in distillation')
+  paper = results.get('paper')
+  if paper:
+    std = paper['test_acc_std']
+    line += (f' (paper: {100 * paper["test_acc_mean"]:.1f}' +
+             ('' if std is None else f' +/- {100 * std:.1f}') + ' %)')
+  else:
+    line += ' (the paper reports no number for this setting)'
+  return '\n'.join(lines + [line])
 
 
 def check_eval_config(config):
@@ -236,6 +269,13 @@ def check_eval_config(config):
   if not e.npz:
     raise ConfigError("eval.npz='': give the distilled.npz to evaluate "
                       '(--config.eval.npz=DIR/distilled.npz)')
+  if e.format not in distilled_io.FORMATS:
+    raise ConfigError(f'eval.format={e.format!r}: unknown; allowed: '
+                      f'{", ".join(distilled_io.FORMATS)}')
+  for name in ('mean', 'std'):
+    if not all(isinstance(v, (int, float)) for v in tuple(e[name])):
+      raise ConfigError(f'eval.{name}={e[name]!r}: must be a tuple of numbers (one per '
+                        'channel) or () to take it from the file')
   if e.schedule not in distill_lib.SCHEDULES:
     raise ConfigError(f'eval.schedule={e.schedule!r}: unknown; allowed: '
                       f'{", ".join(distill_lib.SCHEDULES)}')
@@ -246,12 +286,13 @@ def check_eval_config(config):
 def evaluate_saved(config, workdir):
   """The 'distill_eval' task: test accuracy of fresh nets trained on config.eval.npz."""
   check_eval_config(config)
-  if not os.path.isfile(config.eval.npz):
-    raise data_lib.DataError(f'{config.eval.npz}: no such file (eval.npz: a distilled.npz '
-                             'written by a distill run)')
-  z = distill_lib.load_distilled(config.eval.npz)
+  e = config.eval
+  # the file says what it was distilled from; the config fills in what it lacks
+  z = distilled_io.load_any(e.npz, e.format, dataset=config.data.name,
+                            model=config.model.name, model_kwargs=config.model.kwargs.to_dict(),
+                            mean=tuple(e.mean) or None, std=tuple(e.std) or None)
   if str(z['dataset']) != config.data.name:
-    raise ConfigError(f'data.name={config.data.name!r} but {config.eval.npz} was distilled '
+    raise ConfigError(f'data.name={config.data.name!r} but {e.npz} was distilled '
                       f'from {str(z["dataset"])!r}')
   dataset = data_lib.load(config.data.name, config.data.source, config.data.data_dir,
                           config.data.tfds_data_dir)
@@ -269,7 +310,8 @@ def evaluate_saved(config, workdir):
     accs.append(metrics_lib.accuracy_in_batches(
         lambda xb, yb, p=p: correct(p, xb, yb), x_test, dataset.y_test))
   accs = np.array(accs)
-  results = {'npz': config.eval.npz, 'schedule': config.eval.schedule,
+  results = {'npz': config.eval.npz, 'format': distilled_io.detect_format(config.eval.npz),
+             'model': str(z['model']), 'schedule': config.eval.schedule,
              'init': 'fixed (stored in the npz)' if distill_lib.stored_init(z) is not None else
                      f'fresh (eval.seed={config.eval.seed})',
              'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
