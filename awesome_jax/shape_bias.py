@@ -6,6 +6,10 @@ Observers are `Trials`: one row per trial with the stimulus key (e.g.
 16 categories, or 'na'). Read and write them in the model-vs-human CSV format
 `subj,session,trial,rt,object_response,category,condition,imagename`.
 
+Bad input (a file that is not an image, a malformed mapping, a CSV that does not parse)
+raises `StimulusError` with one line naming the file; responses that are neither a
+category nor 'na' print a warning line with their counts (`strict=True` rejects them).
+
 Rules (written into every report):
 * 16-class forced choice: a model's 1000 ImageNet probabilities become 16 by the mean
   over each category's ImageNet classes, then argmax.
@@ -16,16 +20,19 @@ Rules (written into every report):
   correct/wrong sequences against what their accuracies predict.
 """
 
+import collections
 import csv
 import dataclasses
 import json
 import os
 import re
+import sys
 
 import numpy as np
 
 CATEGORIES = ('airplane', 'bear', 'bicycle', 'bird', 'boat', 'bottle', 'car', 'cat',
               'chair', 'clock', 'dog', 'elephant', 'keyboard', 'knife', 'oven', 'truck')
+RESPONSES = CATEGORIES + ('na',)  # 'na': no answer (in the human CSVs)
 CSV_FIELDS = ('subj', 'session', 'trial', 'rt', 'object_response', 'category',
               'condition', 'imagename')
 _MAPPING_PATH = os.path.join(os.path.dirname(__file__), 'resources',
@@ -40,28 +47,72 @@ class StimulusError(ValueError):
 
 
 def load_mapping(path=None):
-  """{category: [ImageNet indices]}; the shipped WordNet table unless `path` given."""
-  with open(path or _MAPPING_PATH) as f:
-    table = json.load(f)
-  cats = table.get('categories', table)
-  mapping = {c: list(v['imagenet_indices'] if isinstance(v, dict) else v)
-             for c, v in cats.items()}
-  check_mapping(mapping)
+  """{category: [ImageNet indices]}; the shipped WordNet table unless `path` given.
+
+  The file is `{"categories": {cat: {"imagenet_indices": [...]}}}` (as the shipped one)
+  or `{cat: [...]}`; anything else raises StimulusError naming the entry.
+  """
+  path = path or _MAPPING_PATH
+  try:
+    with open(path) as f:
+      table = json.load(f)
+  except OSError as e:
+    raise StimulusError(f'mapping {path}: cannot read ({e.strerror or e})') from None
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise StimulusError(f'mapping {path}: not JSON ({e})') from None
+  return mapping_from_table(table, f'mapping {path}')
+
+
+def mapping_from_table(table, source='mapping'):
+  """The checked {category: [indices]} of a parsed mapping JSON (see load_mapping)."""
+  form = ('expected {"categories": {"<category>": {"imagenet_indices": [<0..999>, ...]}}} '
+          'or {"<category>": [<0..999>, ...]}')
+  if isinstance(table, dict) and 'categories' in table:
+    table, where = table['categories'], 'categories.'
+  else:
+    where = ''
+  if not isinstance(table, dict) or not table:
+    raise StimulusError(f'{source}: {where or "the file"} is not a non-empty object; {form}')
+  mapping = {}
+  for cat, v in table.items():
+    entry = f'{where}{cat}' + ('.imagenet_indices' if isinstance(v, dict) else '')
+    idx = v.get('imagenet_indices') if isinstance(v, dict) else v
+    if not isinstance(idx, list):
+      got = 'missing' if idx is None else f'{json.dumps(idx)[:40]} is not a list'
+      raise StimulusError(f'{source}: {entry}: {got}; {form}')
+    mapping[cat] = idx
+  check_mapping(mapping, source=source)
   return mapping
 
 
-def check_mapping(mapping, num_classes=1000):
-  """Every index in [0, num_classes), none in two categories, none empty."""
+def check_mapping(mapping, num_classes=1000, source='mapping'):
+  """Every index an integer in [0, num_classes), none in two categories, none empty."""
   seen = {}
   for cat, idx in mapping.items():
-    if not idx:
-      raise StimulusError(f'mapping: category {cat!r} has no classes')
+    if not len(idx):
+      raise StimulusError(f'{source}: category {cat!r} has no classes')
     for i in idx:
-      if not 0 <= int(i) < num_classes:
-        raise StimulusError(f'mapping: {cat!r} has index {i} outside [0, {num_classes})')
+      if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise StimulusError(f'{source}: {cat!r} has index {i!r}, not an integer')
+      if not 0 <= i < num_classes:
+        raise StimulusError(f'{source}: {cat!r} has index {i} outside 0..{num_classes - 1}')
       if i in seen:
-        raise StimulusError(f'mapping: index {i} is in both {seen[i]!r} and {cat!r}')
+        where = f'twice in {cat!r}' if seen[i] == cat else f'in both {seen[i]!r} and {cat!r}'
+        raise StimulusError(f'{source}: index {i} is {where}')
       seen[i] = cat
+
+
+def check_mapping_classes(mapping, classes, source='mapping'):
+  """Every stimulus class (shape or texture) is a mapping category, and every mapping
+  category is one of CATEGORIES; otherwise decisions would silently score nothing."""
+  missing = sorted(set(classes) - set(mapping))
+  extra = sorted(set(mapping) - set(CATEGORIES))
+  if missing or extra:
+    raise StimulusError(
+        f'{source}: its categories differ from the stimuli\'s classes: ' +
+        '; '.join(f'{what}: {", ".join(names)}' for what, names in (
+            ('in the stimuli but not in the mapping', missing),
+            ('in the mapping but not a stimulus class', extra)) if names))
 
 
 def decisions_from_probs(probs, mapping=None):
@@ -110,20 +161,43 @@ def list_stimuli(directory, categories=CATEGORIES):
   out = []
   for cls in sorted(os.listdir(directory)):
     folder = os.path.join(directory, cls)
-    if not os.path.isdir(folder):
+    if not os.path.isdir(folder) or cls.startswith('.'):  # .ipynb_checkpoints, ...
       continue
     if cls not in categories:
       raise StimulusError(f'{folder}: unknown class folder; allowed: {", ".join(categories)}')
-    for fname in sorted(os.listdir(folder)):
-      if fname.lower().endswith('.png'):
-        key, shape, texture = parse_stimulus(fname, categories)
-        if shape != cls:
-          raise StimulusError(f'{os.path.join(folder, fname)}: shape class {shape!r} '
-                              f'but stored under {cls!r}/')
-        out.append((os.path.join(folder, fname), key, shape, texture))
+    pngs = [f for f in sorted(os.listdir(folder))
+            if f.lower().endswith('.png') and not f.startswith('.')]  # macOS ._ files
+    if not pngs:
+      raise StimulusError(f'{folder}: empty class folder (no .png stimuli)')
+    for fname in pngs:
+      key, shape, texture = parse_stimulus(fname, categories)
+      if shape != cls:
+        raise StimulusError(f'{os.path.join(folder, fname)}: shape class {shape!r} '
+                            f'but stored under {cls!r}/')
+      out.append((os.path.join(folder, fname), key, shape, texture))
   if not out:
     raise StimulusError(f'{directory}: no PNG stimuli under <class>/')
   return out
+
+
+def check_images(paths):
+  """Opens and verifies every image (header and PNG checksums, no pixel decode: about
+  0.2 ms a stimulus); raises StimulusError naming the first file that is not a readable
+  image, and how many more there are."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  bad = []
+  for p in paths:
+    try:
+      with Image.open(p) as img:
+        img.verify()
+    except Image.UnidentifiedImageError:
+      bad.append((p, 'not an image file'))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL reports a bad checksum as SyntaxError
+      bad.append((p, f'broken image: {e}'))
+  if bad:
+    more = (f' (and {len(bad) - 1} more: {", ".join(os.path.basename(p) for p, _ in bad[1:4])}'
+            f'{", ..." if len(bad) > 4 else ""})' if len(bad) > 1 else '')
+    raise StimulusError(f'{bad[0][0]}: {bad[0][1]}{more}')
 
 
 # ------------------------------------------------------------------ trials
@@ -152,19 +226,33 @@ class Trials:
                [p[2] for p in parsed], list(responses))
 
 
-def read_decisions_csv(path):
-  """Reads a model-vs-human decision CSV (one observer) into Trials."""
+def read_decisions_csv(path, strict=False):
+  """Reads a model-vs-human decision CSV (one observer) into Trials.
+
+  Responses other than the 16 categories and 'na' count as neither shape nor texture:
+  a warning line gives their counts, or with `strict` they raise StimulusError.
+  """
   try:
     with open(path, newline='') as f:
-      rows = list(csv.DictReader(f))
+      reader = csv.DictReader(f)
+      rows = list(reader)
   except OSError as e:
-    raise StimulusError(f'{path}: cannot read ({e})') from None
+    raise StimulusError(f'{path}: cannot read ({e.strerror or e})') from None
+  except UnicodeDecodeError:
+    raise StimulusError(f'{path}: not a text CSV (not UTF-8)') from None
+  except csv.Error as e:
+    raise StimulusError(f'{path}: not a CSV (line {reader.line_num}: {e})') from None
   if not rows:
     raise StimulusError(f'{path}: no trials')
   missing = set(CSV_FIELDS) - set(rows[0])
   if missing:
     raise StimulusError(f'{path}: missing columns {sorted(missing)}; expected '
                         f'{",".join(CSV_FIELDS)}')
+  for i, r in enumerate(rows):
+    if None in r or None in r.values():  # too many or too few fields
+      n = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None, []))
+      raise StimulusError(f'{path}: data row {i + 1} has {n} fields, expected '
+                          f'{len(reader.fieldnames)}')
   try:
     trials = Trials.from_decisions(rows[0]['subj'], [r['imagename'] for r in rows],
                                    [r['object_response'] for r in rows])
@@ -174,18 +262,34 @@ def read_decisions_csv(path):
   if bad:
     raise StimulusError(f'{path}: trial {bad[0]["trial"]}: category {bad[0]["category"]!r} '
                         f'is not the shape class of {bad[0]["imagename"]}')
+  check_responses(trials, path, strict)
   return trials
 
 
-def read_observers(directory):
+def check_responses(trials, source, strict=False):
+  """Counts responses that are neither a category nor 'na': a warning line on stderr,
+  or StimulusError if `strict`."""
+  unknown = collections.Counter(str(r) for r in trials.response if r not in RESPONSES)
+  if not unknown:
+    return
+  message = (f'{source}: {sum(unknown.values())} of {len(trials)} responses are not a '
+             'category or \'na\': ' +
+             ', '.join(f'{label!r} x{n}' for label, n in unknown.most_common()))
+  if strict:
+    raise StimulusError(message + ' (strict labels)')
+  print(f'warning: {message}; they count as neither shape nor texture '
+        '(strict_labels rejects them)', file=sys.stderr)
+
+
+def read_observers(directory, strict=False):
   """{observer: Trials} of every CSV in `directory` (one file per observer/session,
-  sessions of one observer concatenated)."""
+  sessions of one observer concatenated); `strict` as in read_decisions_csv."""
   if not os.path.isdir(directory):
     raise StimulusError(f'{directory}: not a directory of decision CSVs')
   out = {}
   for fname in sorted(os.listdir(directory)):
-    if fname.endswith('.csv'):
-      t = read_decisions_csv(os.path.join(directory, fname))
+    if fname.endswith('.csv') and not fname.startswith('.'):
+      t = read_decisions_csv(os.path.join(directory, fname), strict)
       if t.observer in out:
         o = out[t.observer]
         t = Trials(t.observer, *(np.concatenate([getattr(o, f), getattr(t, f)])

@@ -22,6 +22,8 @@ def get_config(preset='lite0'):
   c.data.humans_root = '../shared/data/human_decisions'
 
   c.mapping = ''                  # 16-class table JSON ('' = the shipped WordNet table)
+  c.strict_labels = False         # True: decision CSVs with responses other than the 16
+                                  # categories and 'na' are an error (else a warning line)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'efficientnet_lite0'

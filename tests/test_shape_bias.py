@@ -13,6 +13,10 @@ from awesome_jax.tasks import shape_bias as shape_bias_task
 from configs import shape_bias as shape_bias_configs
 
 
+def no_nan(constant):
+  raise AssertionError(f'{constant} in a JSON file')
+
+
 def trials(responses, pairs, name='obs'):
   """pairs: list of (shape, texture); stimulus keys made unique by index."""
   names = [f'{s}{i}-{t}{i}.png' for i, (s, t) in enumerate(pairs)]
@@ -164,8 +168,11 @@ def test_task_end_to_end_with_a_fake_model(tmp_path):
     assert (tmp_path / f).exists()
   back = sb.read_decisions_csv(tmp_path / 'decisions_texture-model_cue-conflict.csv')
   assert sb.shape_bias(back)['shape_bias'] == 0
-  saved = json.loads((tmp_path / 'results.json').read_text())
+  saved = json.loads((tmp_path / 'results.json').read_text(), parse_constant=no_nan)
   assert saved['conditions']['cue-conflict']['stimuli'] == 12
+  # classes without stimuli have an undefined shape bias: null in the file, nan in Python
+  assert saved['conditions']['cue-conflict']['per_class_shape_bias']['oven'] is None
+  assert np.isnan(r['per_class_shape_bias']['oven'])
 
 
 def test_single_class_stimuli_and_bad_condition(tmp_path):
@@ -177,3 +184,197 @@ def test_single_class_stimuli_and_bad_condition(tmp_path):
   config.conditions = 'cue-conflict,sketch'
   with pytest.raises(sb.StimulusError, match="'sketch' unknown; allowed: cue-conflict, edge"):
     shape_bias_task.run(config, str(tmp_path), logits_fn=lambda x: x)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def stimulus_tree(tmp_path, classes=('cat', 'dog'), humans=True):
+  """A tiny stimulus tree (8x8 PNGs) and two human CSVs; -> a config that reads them."""
+  stim = tmp_path / 'cue_conflict' / 'stimuli'
+  names = []
+  for shape in classes:
+    os.makedirs(stim / shape)
+    for texture in classes:
+      name = f'{shape}1-{texture}1.png'
+      Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(stim / shape / name)
+      names.append(name)
+  if humans:
+    folder = tmp_path / 'humans' / 'cue-conflict'
+    os.makedirs(folder)
+    for subj in ('subject-01', 'subject-02'):
+      t = sb.Trials.from_decisions(subj, names, [n.split('1-')[0] for n in names])
+      sb.write_decisions_csv(folder / f'{subj}.csv', t)
+  config = shape_bias_configs.get_config()
+  config.data.stimuli_root = str(tmp_path / 'cue_conflict')
+  config.data.humans_root = str(tmp_path / 'humans') if humans else ''
+  config.conditions = 'cue-conflict'
+  config.progress_bar = False
+  return config
+
+
+def model_must_not_run(x):
+  raise AssertionError('the model ran before the inputs were checked')
+
+
+def run_error(config, tmp_path):
+  """The one-line StimulusError of run(), which must come before the model runs."""
+  with pytest.raises(sb.StimulusError) as e:
+    shape_bias_task.run(config, str(tmp_path / 'workdir'), logits_fn=model_must_not_run)
+  assert '\n' not in str(e.value)
+  return str(e.value)
+
+
+def test_a_stimulus_that_is_not_an_image_fails_before_the_model(tmp_path):
+  config = stimulus_tree(tmp_path)
+  stim = tmp_path / 'cue_conflict' / 'stimuli'
+  (stim / 'cat' / 'cat1-dog1.png').write_text('not an image')
+  assert run_error(config, tmp_path) == f'{stim}/cat/cat1-dog1.png: not an image file'
+  # a truncated PNG (the header reads, the data does not)
+  noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+  Image.fromarray(noise).save(stim / 'cat' / 'cat1-dog1.png')
+  data = (stim / 'dog' / 'dog1-cat1.png')
+  Image.fromarray(noise).save(data)
+  data.write_bytes(data.read_bytes()[:3000])
+  assert run_error(config, tmp_path).startswith(f'{data}: broken image')
+  (stim / 'dog' / 'dog1-dog1.png').write_bytes(b'')
+  assert run_error(config, tmp_path).endswith('(and 1 more: dog1-dog1.png)')
+  # macOS resource forks and hidden folders are not stimuli
+  (stim / 'dog' / 'dog1-dog1.png').unlink()
+  Image.fromarray(noise).save(data)
+  (stim / 'cat' / '._cat1-dog1.png').write_text('resource fork')
+  os.makedirs(stim / '.ipynb_checkpoints')
+  assert [s[1] for s in sb.list_stimuli(stim)] == ['cat1-cat1.png', 'cat1-dog1.png',
+                                                   'dog1-cat1.png']
+
+
+def test_load_images_names_a_file_that_broke_after_the_check(tmp_path):
+  (tmp_path / 'cat1-dog1.png').write_text('not an image')
+  with pytest.raises(sb.StimulusError, match=r'cat1-dog1.png: not a readable image'):
+    shape_bias_task.load_images([str(tmp_path / 'cat1-dog1.png')])
+
+
+@pytest.mark.parametrize('text,message', [
+    (None, 'cannot read (No such file or directory)'),
+    ('{"cat": [281', 'not JSON (Expecting'),
+    ('[281, 282]', 'the file is not a non-empty object; expected {"categories"'),
+    ('{"categories": []}', 'categories. is not a non-empty object'),
+    ('{"categories": {"cat": {"wnids": ["n02123045"]}}}',
+     'categories.cat.imagenet_indices: missing; expected'),
+    ('{"cat": 281}', 'cat: 281 is not a list; expected'),
+    ('{"cat": ["281"]}', "'cat' has index '281', not an integer"),
+    ('{"cat": [281.0]}', "'cat' has index 281.0, not an integer"),
+    ('{"cat": [281, 1000]}', "'cat' has index 1000 outside 0..999"),
+    ('{"cat": [-1]}', "'cat' has index -1 outside 0..999"),
+    ('{"cat": []}', "category 'cat' has no classes"),
+    ('{"cat": [281, 281]}', "index 281 is twice in 'cat'"),
+])
+def test_mapping_file_errors_are_one_line(tmp_path, text, message):
+  path = tmp_path / 'mapping.json'
+  if text is not None:
+    path.write_text(text)
+  with pytest.raises(sb.StimulusError) as e:
+    sb.load_mapping(str(path))
+  assert str(e.value).startswith(f'mapping {path}: ') and message in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_mapping_categories_must_match_the_stimuli(tmp_path):
+  config = stimulus_tree(tmp_path)
+  (tmp_path / 'mapping.json').write_text('{"Cat": [281], "dog": [200], "oven": [766]}')
+  config.mapping = str(tmp_path / 'mapping.json')
+  assert run_error(config, tmp_path) == (
+      f"mapping {config.mapping}: its categories differ from the stimuli's classes: in the "
+      'stimuli but not in the mapping: cat; in the mapping but not a stimulus class: Cat')
+  # a texture class counts too
+  with pytest.raises(sb.StimulusError, match='not in the mapping: bird$'):
+    sb.check_mapping_classes({'cat': [281], 'dog': [200]}, {'cat', 'dog', 'bird'})
+  # more categories than the stimuli have (a subset of the 16) is a fair forced choice
+  sb.check_mapping_classes({'cat': [281], 'dog': [200], 'oven': [766]}, {'cat', 'dog'})
+
+
+def decisions_csv(path, responses):
+  pairs = [('cat', 'dog')] * len(responses)
+  sb.write_decisions_csv(path, trials(responses, pairs, 'subject-01'))
+
+
+def test_unknown_response_labels_warn_or_fail(tmp_path, capsys):
+  path = tmp_path / 'subject-01.csv'
+  decisions_csv(path, ['cat', 'ariplane', 'na', 'Airplane', 'ariplane', 'dog'])
+  t = sb.read_decisions_csv(path)
+  assert sb.shape_bias(t)['shape_hits'] == 1 and sb.shape_bias(t)['texture_hits'] == 1
+  err = capsys.readouterr().err
+  assert err == (f"warning: {path}: 3 of 6 responses are not a category or 'na': "
+                 "'ariplane' x2, 'Airplane' x1; they count as neither shape nor texture "
+                 '(strict_labels rejects them)\n')
+  with pytest.raises(sb.StimulusError, match=r"3 of 6 .* 'ariplane' x2, 'Airplane' x1"):
+    sb.read_decisions_csv(path, strict=True)
+  with pytest.raises(sb.StimulusError, match=r"'ariplane' x2"):
+    sb.read_observers(tmp_path, strict=True)
+  decisions_csv(path, ['cat', 'na', 'dog'])  # 'na' (no answer) is a known label
+  sb.read_decisions_csv(path, strict=True)
+  assert capsys.readouterr().err == ''
+  # through the task: config.strict_labels rejects, before the model runs
+  config = stimulus_tree(tmp_path)
+  human = tmp_path / 'humans' / 'cue-conflict' / 'subject-01.csv'
+  human.write_text(human.read_text().replace(',cat,cat,', ',Cat,cat,'))
+  config.strict_labels = True
+  assert run_error(config, tmp_path).endswith("2 of 4 responses are not a category or 'na': "
+                                              "'Cat' x2 (strict labels)")
+
+
+def test_other_bad_inputs_are_one_line(tmp_path):
+  config = stimulus_tree(tmp_path)
+  root = config.data.stimuli_root
+  config.data.stimuli_root = f'{root}/stimuli'  # one level too deep
+  assert run_error(config, tmp_path) == (
+      f"data.stimuli_root={root}/stimuli: no stimuli/ folder for condition 'cue-conflict' "
+      f'(expected {root}/stimuli/stimuli/<class>/<name>.png; found: cat, dog)')
+  config.data.stimuli_root = str(tmp_path / 'nowhere')
+  assert run_error(config, tmp_path) == f'data.stimuli_root={tmp_path}/nowhere: not a directory'
+  config.data.stimuli_root = root
+  os.makedirs(f'{root}/stimuli/oven')
+  assert run_error(config, tmp_path) == f'{root}/stimuli/oven: empty class folder (no .png stimuli)'
+  os.rmdir(f'{root}/stimuli/oven')
+  humans = tmp_path / 'humans' / 'cue-conflict'
+  config.data.humans_root = str(tmp_path)
+  assert "no cue-conflict/ folder for condition 'cue-conflict'" in run_error(config, tmp_path)
+  config.data.humans_root = str(tmp_path / 'humans')
+  (humans / 'subject-03.csv').write_bytes(bytes(range(256)))
+  assert run_error(config, tmp_path) == f'{humans}/subject-03.csv: not a text CSV (not UTF-8)'
+  (humans / 'subject-03.csv').write_text(','.join(sb.CSV_FIELDS) + '\nsubject-03,1,1\n')
+  assert run_error(config, tmp_path) == (f'{humans}/subject-03.csv: data row 1 has 3 fields, '
+                                         'expected 8')
+  # the CSV of another condition: no stimulus in common
+  sb.write_decisions_csv(humans / 'subject-03.csv',
+                         sb.Trials.from_decisions('subject-03', ['cat7.png'], ['cat']))
+  assert run_error(config, tmp_path) == (
+      f"{humans}: observer 'subject-03' saw none of the 4 stimuli in {root}/stimuli "
+      '(a CSV of another condition?)')
+  for f in os.listdir(humans):
+    os.remove(humans / f)
+  assert run_error(config, tmp_path) == f'{humans}: no .csv files'
+  config.batch_size = 0
+  with pytest.raises(sb.StimulusError, match='batch_size=0: must be a positive integer'):
+    shape_bias_task.check(config)
+  config.batch_size, config.conditions = 64, ' , '
+  with pytest.raises(sb.StimulusError, match='conditions: empty'):
+    shape_bias_task.check(config)
+
+
+def test_results_json_is_strict_json(tmp_path):
+  """Undefined numbers (no conflict trials, one human) are null in results.json."""
+  config = stimulus_tree(tmp_path)
+  os.remove(tmp_path / 'humans' / 'cue-conflict' / 'subject-02.csv')  # no human pairs
+  config.model.name = 'always-oven'
+  oven = sb.load_mapping()['oven'][0]
+  r = shape_bias_task.run(config, str(tmp_path / 'new' / 'workdir'),
+                          logits_fn=lambda x: np.eye(1000, dtype=np.float32)[[oven] * len(x)])
+  r = r['conditions']['cue-conflict']
+  assert np.isnan(r['shape_bias']) and np.isnan(r['humans']['human_human_kappa_mean'])
+  saved = json.loads((tmp_path / 'new' / 'workdir' / 'results.json').read_text(),
+                     parse_constant=no_nan)['conditions']['cue-conflict']
+  assert saved['shape_bias'] is None and saved['humans']['human_human_kappa_mean'] is None
+  assert saved['accuracy'] == 0
+  assert shape_bias_task.json_ready({'a': (np.float32(np.inf), np.int64(3)), 1: np.array(
+      [0.5, np.nan])}) == {'a': [None, 3], '1': [0.5, None]}

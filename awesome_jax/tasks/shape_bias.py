@@ -5,9 +5,13 @@ silhouette): decisions_<model>_<condition>.csv (model-vs-human format); and
 results.json (shape bias, shape/texture accuracy, per-class shape bias, kappa vs each
 human, JS distances of the error distributions, the human reference numbers, the rules
 and preprocessing used), shape_bias.png (the Geirhos figure) and kappa.png.
+
+Every input (stimulus files, human CSVs, the mapping) is read and checked before the
+model runs; a bad one raises `shape_bias.StimulusError` with one line naming it.
 """
 
 import json
+import math
 import os
 import time
 
@@ -23,7 +27,10 @@ def load_images(paths, size=224):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   out = []
   for p in paths:
-    img = Image.open(p).convert('RGB')
+    try:
+      img = Image.open(p).convert('RGB')
+    except (OSError, SyntaxError, ValueError) as e:  # changed since run() checked it
+      raise sb.StimulusError(f'{p}: not a readable image ({e})') from None
     if img.size != (size, size):
       img = img.resize((size, size), Image.BILINEAR)
     out.append(np.asarray(img))
@@ -38,11 +45,15 @@ def check(config):
 
 
 def check_conditions(config):
-  """The names in config.conditions, each checked."""
+  """The names in config.conditions, each checked (and config.batch_size)."""
   conditions = [c.strip() for c in config.conditions.split(',') if c.strip()]
+  if not conditions:
+    raise sb.StimulusError(f'conditions: empty; allowed: {", ".join(CONDITIONS)}')
   for cond in conditions:
     if cond not in CONDITIONS:
       raise sb.StimulusError(f'conditions: {cond!r} unknown; allowed: {", ".join(CONDITIONS)}')
+  if not isinstance(config.batch_size, int) or config.batch_size < 1:
+    raise sb.StimulusError(f'batch_size={config.batch_size!r}: must be a positive integer')
   return conditions
 
 
@@ -87,15 +98,8 @@ def run(config, workdir, logits_fn=None):
   """Shape bias and human comparison of config.model (or of `logits_fn`) on each of
   config.conditions."""
   conditions = check(config) if logits_fn is None else check_conditions(config)
-  # read every input before the (slow) model runs, so that a bad path fails at once
-  inputs = {}
-  for cond in conditions:
-    stim_dir, human_dir = CONDITIONS[cond]
-    stimuli = sb.list_stimuli(os.path.join(config.data.stimuli_root, stim_dir))
-    humans = (sb.read_observers(os.path.join(config.data.humans_root, human_dir))
-              if config.data.humans_root else {})
-    inputs[cond] = (stimuli, humans)
-  mapping = sb.load_mapping(config.mapping or None)
+  inputs, mapping = read_inputs(config, conditions)
+  os.makedirs(workdir, exist_ok=True)
   if logits_fn is None:
     name, logits_fn = model_fn_from_config(config)
   else:
@@ -136,8 +140,64 @@ def run(config, workdir, logits_fn=None):
   if kappas:
     plot_kappa(os.path.join(workdir, 'kappa.png'), name, kappas)
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+    json.dump(json_ready(results), f, indent=2, allow_nan=False)
   return results
+
+
+def read_inputs(config, conditions):
+  """({condition: (stimuli, humans)}, mapping), every file read and checked, so that a bad
+  input fails in seconds with one line, not after the model has run."""
+  inputs = {}
+  for cond in conditions:
+    stim_dir, human_dir = CONDITIONS[cond]
+    stim_folder = data_folder(config, 'stimuli_root', stim_dir, cond,
+                              f'{stim_dir}/<class>/<name>.png')
+    stimuli = sb.list_stimuli(stim_folder)
+    sb.check_images([s[0] for s in stimuli])
+    humans = {}
+    if config.data.humans_root:
+      folder = data_folder(config, 'humans_root', human_dir, cond, f'{human_dir}/*.csv')
+      humans = sb.read_observers(folder, strict=config.get('strict_labels', False))
+      keys = {s[1] for s in stimuli}
+      for h, t in humans.items():
+        if not keys.intersection(t.key):
+          raise sb.StimulusError(f'{folder}: observer {h!r} saw none of the {len(keys)} '
+                                 f'stimuli in {stim_folder} (a CSV of another condition?)')
+    inputs[cond] = (stimuli, humans)
+  source = f'mapping {config.mapping}' if config.mapping else 'mapping'
+  mapping = sb.load_mapping(config.mapping or None)
+  sb.check_mapping_classes(mapping, {c for stimuli, _ in inputs.values()
+                                     for s in stimuli for c in s[2:]}, source)
+  return inputs, mapping
+
+
+def data_folder(config, field, sub, cond, layout):
+  """config.data.<field>/<sub>, or StimulusError saying which folder is missing."""
+  root = config.data[field]
+  if not os.path.isdir(root):
+    raise sb.StimulusError(f'data.{field}={root}: not a directory')
+  folder = os.path.join(root, sub)
+  if not os.path.isdir(folder):
+    found = sorted(f for f in os.listdir(root) if not f.startswith('.'))
+    raise sb.StimulusError(
+        f'data.{field}={root}: no {sub}/ folder for condition {cond!r} (expected '
+        f'{root}/{layout}; found: {", ".join(found[:8]) or "nothing"}'
+        f'{", ..." if len(found) > 8 else ""})' +
+        ("; '' skips the human comparison" if field == 'humans_root' else ''))
+  return folder
+
+
+def json_ready(obj):
+  """`obj` with NaN/inf as None and numpy values as Python ones, for strict JSON."""
+  if isinstance(obj, dict):
+    return {str(k): json_ready(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple, np.ndarray)):
+    return [json_ready(v) for v in obj]
+  if isinstance(obj, np.generic):
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
 
 
 def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES):
