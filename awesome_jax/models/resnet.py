@@ -1,4 +1,4 @@
-"""ResNet-18 / ResNet-50, masked (edge-popup) or dense, for the larger edge-popup runs.
+"""ResNet-18/34/50, masked (edge-popup) or dense: the larger edge-popup runs and the zoo.
 
 The torchvision layout (BasicBlock [2, 2, 2, 2] / Bottleneck [3, 4, 6, 3], stride 2 in
 the 3x3 conv of each stage's first block, 1x1 projection shortcuts where the shape
@@ -10,6 +10,11 @@ stem: 'cifar' (3x3 conv, stride 1, no max-pool: 32x32 inputs), 'imagenet' (7x7 c
 stride 2 + 3x3 max-pool stride 2), or 'auto' (cifar below 64 pixels, else imagenet).
 Dense mode uses the same layer names with plain kaiming-normal kernels, so
 `supermask.export_dense` of a masked net loads into the dense net of the same config.
+
+torchvision's dense form (the zoo, `models.torchvision_cnn`): mode='dense', bn_affine=True,
+fc_bias=True, stem='imagenet', conv_impl='xla' (nn.Conv: a faster plain forward than the
+matmul convolution that edge-popup differentiates). `stage_sizes` overrides the arch's
+blocks per stage (tiny test variants: fewer stages and blocks).
 """
 
 import dataclasses
@@ -18,10 +23,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from awesome_jax import supermask
-from awesome_jax.models.conv_n import conv_layer, dense_layer
+from awesome_jax.models.conv_n import conv_layer, dense_layer, kaiming_normal
 from awesome_jax.models.small import max_pool_3x3_s2
 
-ARCHS = {'resnet18': ('basic', (2, 2, 2, 2)), 'resnet50': ('bottleneck', (3, 4, 6, 3))}
+# arch -> (block kind, blocks per stage), torchvision's
+BLOCKS = {'resnet18': ('basic', (2, 2, 2, 2)), 'resnet34': ('basic', (3, 4, 6, 3)),
+          'resnet50': ('bottleneck', (3, 4, 6, 3))}
+# the archs the edge-popup task takes
+ARCHS = {name: BLOCKS[name] for name in ('resnet18', 'resnet50')}
+CONV_IMPLS = ('matmul', 'xla')
 STEMS = ('auto', 'cifar', 'imagenet')
 
 
@@ -32,9 +42,14 @@ class LayerConfig:
   keep_fraction: float = 0.5
   weight_init: str = 'signed_constant'
   bn_affine: bool = False
+  conv_impl: str = 'matmul'       # dense mode: matmul (MatmulConv) | xla (nn.Conv)
 
 
 def conv(cfg, features, kernel, stride, name):
+  if cfg.mode == 'dense' and cfg.conv_impl == 'xla':
+    pad = kernel // 2
+    return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
+                   use_bias=False, kernel_init=kaiming_normal, name=name)
   return conv_layer(cfg.mode, features, kernel, cfg.keep_fraction, cfg.weight_init,
                     stride, name)
 
@@ -71,8 +86,8 @@ class Block(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet-18/50; `Trainer.init_state` draws its init with the classic threefry stream
-  (`fast_rng_compile`): minutes less compilation on CPU."""
+  """ResNet-18/34/50 on NHWC images -> logits; `Trainer.init_state` draws its init with
+  the classic threefry stream (`fast_rng_compile`): minutes less compilation on CPU."""
   fast_rng_compile = True  # a class constant, not a field
 
   arch: str = 'resnet18'
@@ -83,11 +98,22 @@ class ResNet(nn.Module):
   weight_init: str = 'signed_constant'
   bn_affine: bool = False
   stem: str = 'auto'
+  fc_bias: bool = False           # dense mode: a bias in the classifier (torchvision's)
+  conv_impl: str = 'matmul'       # dense mode: matmul | xla (see the module docstring)
+  stage_sizes: tuple = ()         # blocks per stage; () = the arch's
 
   @nn.compact
   def __call__(self, x, train=False):
-    c = LayerConfig(self.mode, self.keep_fraction, self.weight_init, self.bn_affine)
-    kind, blocks = ARCHS[self.arch]
+    if self.arch not in BLOCKS:
+      raise ValueError(f'arch={self.arch!r}: allowed: {", ".join(BLOCKS)}')
+    if self.conv_impl not in CONV_IMPLS:
+      raise ValueError(f'conv_impl={self.conv_impl!r}: allowed: {", ".join(CONV_IMPLS)}')
+    if self.fc_bias and self.mode != 'dense':
+      raise ValueError('fc_bias=True needs mode=dense')
+    c = LayerConfig(self.mode, self.keep_fraction, self.weight_init, self.bn_affine,
+                    self.conv_impl)
+    kind, blocks = BLOCKS[self.arch]
+    blocks = tuple(self.stage_sizes) or blocks
     base = max(int(64 * self.width), 1)
     stem = self.stem if self.stem != 'auto' else ('cifar' if x.shape[1] < 64 else 'imagenet')
     if stem == 'cifar':
@@ -101,6 +127,8 @@ class ResNet(nn.Module):
         x = Block(c, kind, base * 2 ** stage, stride, name=f'stage{stage + 1}_block{b}')(
             x, train)
     x = jnp.mean(x, axis=(1, 2))
+    if self.fc_bias:
+      return nn.Dense(self.num_classes, kernel_init=kaiming_normal, name='fc')(x)
     return dense_layer(self.mode, self.num_classes, self.keep_fraction, self.weight_init,
                        'fc')(x)
 
