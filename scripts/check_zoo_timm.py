@@ -1,0 +1,142 @@
+"""Checks the zoo's ViTs against timm on random weights: same state dict, same images.
+
+Two halves, so that torch never runs next to JAX: the reference half (needs torch + timm:
+`pip install torch timm`) creates timm's models (pretrained=False, eval, timm's init
+plus N(0, 0.02) noise on every tensor so that zero biases and unit LayerNorm scales
+are exercised too), saves each state dict with torch.save, a random batch and timm's
+logits; the JAX half converts each file with `vit_convert` (timm format: exact GELU),
+runs the same batch and prints max |logit diff| and wall times. It also compares the
+bicubic position-embedding resize with timm's `resample_abs_pos_embed`.
+
+  python scripts/check_zoo_timm.py --reference-python=/path/to/venv_with_timm/bin/python
+
+Exits 1 if a logit difference exceeds --tol.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TIMM_TO_ZOO = {'vit_tiny_patch16_224': 'vit_ti16', 'vit_small_patch16_224': 'vit_s16',
+               'vit_base_patch16_224': 'vit_b16', 'vit_base_patch32_224': 'vit_b32',
+               'vit_large_patch16_224': 'vit_l16'}
+DEFAULT_MODELS = 'vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224'
+POSEMB_CASES = ((14, 16), (14, 10), (7, 24))  # (old grid, new grid)
+
+
+def make_reference(workdir, models, batch, threads):
+  """The torch half: state dicts, images (NHWC) and timm's logits into `workdir`."""
+  import timm  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from timm.layers import resample_abs_pos_embed  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  x = torch.randn(batch, 3, 224, 224)
+  report = {'torch': torch.__version__, 'timm': timm.__version__, 'models': {}}
+  arrays = {'images': x.permute(0, 2, 3, 1).numpy()}
+  for name in models:
+    model = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():
+      for p in model.parameters():
+        p.add_(0.02 * torch.randn_like(p))
+      torch.save(model.state_dict(), os.path.join(workdir, f'{name}.pth'))
+      start = time.perf_counter()
+      logits = model(x)
+      first = time.perf_counter() - start
+      start = time.perf_counter()
+      model(x)
+      second = time.perf_counter() - start
+    arrays[f'logits/{name}'] = logits.numpy()
+    act = model.blocks[0].mlp.act
+    report['models'][name] = {'first_s': first, 'second_s': second,
+                              'gelu': f'{type(act).__name__}({getattr(act, "approximate", "")})'}
+  for old, new in POSEMB_CASES:
+    posemb = torch.randn(1, 1 + old * old, 8)
+    arrays[f'posemb/{old}/{new}/in'] = posemb.numpy()
+    arrays[f'posemb/{old}/{new}/out'] = resample_abs_pos_embed(
+        posemb, new_size=[new, new], num_prefix_tokens=1).numpy()
+  np.savez(os.path.join(workdir, 'reference.npz'), **arrays)
+  with open(os.path.join(workdir, 'reference.json'), 'w') as f:
+    json.dump(report, f)
+
+
+def check(workdir, models, tol):
+  """The JAX half: convert, run, compare; returns the worst logit difference."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from awesome_jax.models import vit_convert  # pylint: disable=g-import-not-at-top
+  ref = np.load(os.path.join(workdir, 'reference.npz'))
+  with open(os.path.join(workdir, 'reference.json')) as f:
+    info = json.load(f)
+  x = ref['images']
+  print(f'torch {info["torch"]}, timm {info["timm"]}, jax {jax.__version__} '
+        f'({jax.devices()[0].platform}); batch {len(x)} random 224x224 images')
+  print(f'{"model":24s} {"max|diff|":>10s} {"max|logit|":>10s} {"convert s":>9s} '
+        f'{"jax 1st s":>9s} {"jax 2nd s":>9s} {"timm 1st s":>10s} {"timm 2nd s":>10s}')
+  worst = 0.0
+  for name in models:
+    entry = vit_convert.ZOO_ENTRIES[TIMM_TO_ZOO[name]]
+    path = os.path.join(workdir, f'{name}.pth')
+    start = time.perf_counter()
+    variables = entry.convert(path)
+    convert_s = time.perf_counter() - start
+    model = entry.build(weight_format=vit_convert.weight_format(path))
+    assert model.gelu == 'exact'
+    forward = jax.jit(model.apply)
+    start = time.perf_counter()
+    ours = np.asarray(forward(variables, x))
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    np.asarray(forward(variables, x))
+    second = time.perf_counter() - start
+    theirs = ref[f'logits/{name}']
+    diff = float(np.abs(ours - theirs).max())
+    worst = max(worst, diff)
+    t = info['models'][name]
+    print(f'{name:24s} {diff:10.2e} {np.abs(theirs).max():10.3f} {convert_s:9.2f} '
+          f'{first:9.2f} {second:9.2f} {t["first_s"]:10.2f} {t["second_s"]:10.2f}'
+          f' timm act {t["gelu"]}{"" if diff <= tol else "  FAIL"}')
+  for old, new in POSEMB_CASES:
+    ours = vit_convert.resize_posemb(ref[f'posemb/{old}/{new}/in'], (new, new), 'bicubic')
+    diff = float(np.abs(ours - ref[f'posemb/{old}/{new}/out']).max())
+    print(f'posemb bicubic {old}x{old} -> {new}x{new}: max |diff| vs timm '
+          f'resample_abs_pos_embed {diff:.2e}')
+  return worst
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--models', default=DEFAULT_MODELS, help='timm names, comma-separated')
+  ap.add_argument('--reference-python', default=sys.executable,
+                  help='a Python with torch and timm')
+  ap.add_argument('--batch', type=int, default=2)
+  ap.add_argument('--threads', type=int, default=2, help='torch threads')
+  ap.add_argument('--tol', type=float, default=1e-4)
+  ap.add_argument('--workdir', default=None, help='keep the files here (default: a temp dir)')
+  ap.add_argument('--make-reference', default=None, help=argparse.SUPPRESS)
+  args = ap.parse_args()
+  models = [m for m in args.models.split(',') if m]
+  unknown = [m for m in models if m not in TIMM_TO_ZOO]
+  if unknown:
+    sys.exit(f'--models: unknown {unknown}; allowed {", ".join(TIMM_TO_ZOO)}')
+  if args.make_reference:
+    make_reference(args.make_reference, models, args.batch, args.threads)
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    workdir = args.workdir or tmp
+    os.makedirs(workdir, exist_ok=True)
+    subprocess.run([args.reference_python, os.path.abspath(__file__), '--models', args.models,
+                    '--batch', str(args.batch), '--threads', str(args.threads),
+                    '--make-reference', workdir], check=True)
+    worst = check(workdir, models, args.tol)
+  print(f'worst max |logit diff| {worst:.2e} (bar {args.tol:g})')
+  sys.exit(0 if worst <= args.tol else 1)
+
+
+if __name__ == '__main__':
+  main()
