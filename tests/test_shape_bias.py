@@ -378,3 +378,62 @@ def test_results_json_is_strict_json(tmp_path):
   assert saved['accuracy'] == 0
   assert shape_bias_task.json_ready({'a': (np.float32(np.inf), np.int64(3)), 1: np.array(
       [0.5, np.nan])}) == {'a': [None, 3], '1': [0.5, None]}
+
+
+# ------------------------------------------------------------------ zoo models
+
+
+def test_several_zoo_models_in_one_run(tmp_path):
+  config = stimulus_tree(tmp_path)
+  config.models = 'resnet18=random,vit_ti16=random'
+  r = shape_bias_task.run(config, str(tmp_path / 'w'))
+  assert set(r['models']) == {'resnet18', 'vit_ti16'}
+  preps = {n: m['preprocessing'] for n, m in r['models'].items()}
+  assert preps['resnet18']['name'] == 'torchvision' and preps['resnet18']['crop'] == 224
+  assert preps['vit_ti16']['mean'] == [0.5, 0.5, 0.5] and preps['vit_ti16']['gelu'] == 'exact'
+  for name in r['models']:
+    assert r['models'][name]['conditions']['cue-conflict']['stimuli'] == 4
+    assert (tmp_path / 'w' / f'decisions_{name}_cue-conflict.csv').exists()
+    assert 'vs_humans' in r['models'][name]['conditions']['cue-conflict']
+  saved = json.loads((tmp_path / 'w' / 'results.json').read_text(), parse_constant=no_nan)
+  assert set(saved['models']) == {'resnet18', 'vit_ti16'}
+  assert (tmp_path / 'w' / 'shape_bias.png').exists() and (tmp_path / 'w' / 'kappa.png').exists()
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('models', 'resnet51=random', "model.name='resnet51': unknown; allowed: efficientnet_lite0"),
+    ('models', 'resnet18', 'model resnet18: no weight file'),
+    ('models', 'resnet18=/no/such.pth', "weights '/no/such.pth': no such file"),
+    ('models', 'resnet18=random,resnet18=random', 'listed twice'),
+    ('model.preprocessing', 'caffe', "model.preprocessing='caffe': unknown"),
+])
+def test_bad_model_config_is_one_line(tmp_path, field, value, message):
+  from awesome_jax import models
+  config = stimulus_tree(tmp_path)
+  if field == 'models':
+    config.models = value
+  else:
+    config.models = 'resnet18=random'
+    config.model.preprocessing = value
+  with pytest.raises(models.ModelError) as e:
+    shape_bias_task.check(config)
+  assert message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_zoo_vit_gelu_follows_the_weight_format():
+  from awesome_jax.models import zoo
+  entry = zoo.entries()['vit_ti16']
+  assert zoo.weight_format(entry, 'ViT-Ti_16.npz') == 'augreg_npz'
+  assert zoo.weight_format(entry, 'vit_tiny.pth') == 'timm'
+  assert zoo.preprocessing_for(entry, 'ViT-Ti_16.npz').name == 'augreg'
+
+
+def test_zoo_preprocessing_resizes_crops_and_normalises():
+  from awesome_jax.models import zoo
+  x = np.full((2, 224, 300, 3), 255, np.uint8)
+  y = np.asarray(zoo.preprocess(x, zoo.PREPROCESSING['torchvision']))
+  assert y.shape == (2, 224, 224, 3)
+  np.testing.assert_allclose(y[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
+                             np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+  y = np.asarray(zoo.preprocess(np.zeros((1, 224, 224, 3)), zoo.PREPROCESSING['augreg']))
+  assert y.shape == (1, 224, 224, 3) and np.allclose(y, -1)

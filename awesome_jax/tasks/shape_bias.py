@@ -13,6 +13,7 @@ model runs; a bad one raises `shape_bias.StimulusError` with one line naming it.
 import json
 import math
 import os
+import textwrap
 import time
 
 import jax
@@ -57,26 +58,66 @@ def check_conditions(config):
   return conditions
 
 
-def check_model(config):
+def model_specs(config):
+  """[(name, weights)] of the models to evaluate: config.models ('name[=weights],...'),
+  else config.model.name with config.model.weights."""
   from awesome_jax import models  # pylint: disable=g-import-not-at-top
-  from awesome_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
-  if config.model.name != 'efficientnet_lite0':
-    raise models.ModelError(f'model.name={config.model.name!r}: unknown; allowed: '
-                            'efficientnet_lite0')
+  listed = [m.strip() for m in config.get('models', '').split(',') if m.strip()]
+  if not listed:
+    return [(config.model.name, config.model.weights)]
+  specs = [tuple(m.split('=', 1)) if '=' in m else (m, '') for m in listed]
+  names = [n for n, _ in specs]
+  if len(set(names)) != len(names):
+    raise models.ModelError(f'models={config.models!r}: a model is listed twice')
+  return specs
+
+
+def check_model(config):
+  """Every model named exists in the zoo, has weights where it needs them, and its
+  preprocessing is known."""
+  from awesome_jax import models  # pylint: disable=g-import-not-at-top
+  from awesome_jax.models import efficientnet_lite, zoo  # pylint: disable=g-import-not-at-top
+  for name, weights in model_specs(config):
+    entry = zoo.check_name(name)
+    if not weights and entry.family != 'efficientnet_lite':
+      raise models.ModelError(f'model {name}: no weight file; set --config.model.weights=PATH '
+                              f'(or --config.models={name}=PATH; random for a random init)')
+    if weights and weights != 'random' and not os.path.isfile(weights):
+      raise models.ModelError(f'model {name}: weights {weights!r}: no such file')
+    zoo.preprocessing_for(entry, weights, config.model.get('preprocessing', ''))
   norm = config.model.normalization
   if norm not in efficientnet_lite.NORMALIZATION:
     raise models.ModelError(f'model.normalization={norm!r}: unknown; allowed: '
                             f'{", ".join(efficientnet_lite.NORMALIZATION)}')
 
 
+# EfficientNet-Lite0's model.normalization as a zoo preprocessing (stimuli are 224x224)
+def _lite0_preprocessing(normalization):
+  from awesome_jax.models import efficientnet_lite, zoo  # pylint: disable=g-import-not-at-top
+  if normalization == 'inception':
+    return zoo.PREPROCESSING['efficientnet_lite']
+  mean, std = efficientnet_lite.NORMALIZATION[normalization]
+  return zoo.Preprocessing(normalization, 224, 224, tuple(m / 255 for m in mean),
+                           tuple(v / 255 for v in std))
+
+
+def model_fn(config, name, weights):
+  """(fn: uint8 NHWC images -> ImageNet logits, Preprocessing) of one zoo model."""
+  from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
+  override = config.model.get('preprocessing', '')
+  model, variables, spec = zoo.load(name, weights, override)
+  if name == 'efficientnet_lite0' and not override:
+    spec = _lite0_preprocessing(config.model.normalization)
+  apply = jax.jit(lambda x: model.apply(variables, zoo.preprocess(x, spec)))
+  apply.model_options = {k: getattr(model, k) for k in ('gelu',) if hasattr(model, k)}
+  return apply, spec
+
+
 def model_fn_from_config(config):
   """(name, fn: uint8 NHWC images -> ImageNet logits) for config.model."""
-  from awesome_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
   check_model(config)
-  norm = config.model.normalization
-  model, variables = efficientnet_lite.load_lite0(config.model.weights or None)
-  apply = jax.jit(lambda x: model.apply(variables, efficientnet_lite.preprocess(x, norm)))
-  return config.model.name, apply
+  name, weights = model_specs(config)[0]
+  return name, model_fn(config, name, weights)[0]
 
 
 def evaluate_model(logits_fn, stimuli, batch_size=64, progress=True):
@@ -94,54 +135,87 @@ CONDITIONS = {'cue-conflict': ('stimuli', 'cue-conflict'), 'edge': ('edges', 'ed
               'silhouette': ('silhouettes', 'silhouette')}
 
 
+RULES = ('16-class forced choice by mean softmax probability over each category\'s '
+         'ImageNet classes; shape bias over trials with shape != texture class; '
+         'accuracy and kappa with correct = response is the shape class; kappa over '
+         'the stimuli both observers saw')
+
+
 def run(config, workdir, logits_fn=None):
-  """Shape bias and human comparison of config.model (or of `logits_fn`) on each of
-  config.conditions."""
+  """Shape bias and human comparison of config.model, of every model in config.models,
+  or of `logits_fn`, on each of config.conditions.
+
+  One model: results.json holds its results. Several: results.json holds
+  {'models': {name: results}}, and the figures draw them all beside the humans.
+  """
+  from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
   conditions = check(config) if logits_fn is None else check_conditions(config)
   inputs, mapping = read_inputs(config, conditions)
   os.makedirs(workdir, exist_ok=True)
   if logits_fn is None:
-    name, logits_fn = model_fn_from_config(config)
+    specs = model_specs(config)
   else:
-    name = config.model.name
-  results = {
-      'model': name,
-      'preprocessing': {'size': 224, 'normalization': config.model.normalization},
-      'rules': ('16-class forced choice by mean softmax probability over each category\'s '
-                'ImageNet classes; shape bias over trials with shape != texture class; '
-                'accuracy and kappa with correct = response is the shape class; kappa over '
-                'the stimuli both observers saw'),
-      'conditions': {},
-  }
-  kappas = {}
-  for cond, (stimuli, humans) in inputs.items():
-    t0 = time.time()
-    probs = evaluate_model(logits_fn, stimuli, config.batch_size, config.progress_bar)
-    seconds = time.time() - t0
-    trials = sb.Trials.from_decisions(name, [s[1] for s in stimuli],
-                                      sb.decisions_from_probs(probs, mapping))
-    sb.write_decisions_csv(os.path.join(workdir, f'decisions_{name}_{cond}.csv'), trials)
-    r = {'stimuli': len(stimuli), **sb.shape_bias(trials),
-         'per_class_shape_bias': sb.shape_bias_per_class(trials),
-         'eval_seconds': seconds, 'images_per_second': len(stimuli) / seconds}
-    if humans:
-      r['vs_humans'] = sb.compare_to_humans(trials, humans)
-      r['humans'] = sb.human_summary(humans)
-      kappas[cond] = (r['vs_humans'], r['humans']['human_human_kappa_mean'])
+    specs = [(config.model.name, None)]
+  per_model, cue_trials, kappas, humans_cue = {}, {}, {}, None
+  for name, weights in specs:
+    if logits_fn is None:
+      fn, spec = model_fn(config, name, weights)
+      prep = {'name': spec.name, 'resize': spec.resize, 'crop': spec.crop,
+              'mean': list(spec.mean), 'std': list(spec.std), 'description': zoo.describe(spec)}
+      if name == 'efficientnet_lite0':
+        prep['normalization'] = config.model.normalization
+      prep.update(getattr(fn, 'model_options', {}))
+    else:
+      fn, prep = logits_fn, {'description': 'given by the caller (logits_fn)'}
+    results = {'model': name, 'weights': weights, 'preprocessing': prep, 'rules': RULES,
+               'conditions': {}}
+    kappas[name] = {}
+    for cond, (stimuli, humans) in inputs.items():
+      r, trials = evaluate_condition(fn, name, cond, stimuli, humans, mapping, config,
+                                     workdir)
+      results['conditions'][cond] = r
+      if humans:
+        kappas[name][cond] = (r['vs_humans'], r['humans']['human_human_kappa_mean'])
       if cond == 'cue-conflict':
-        plot_shape_bias(os.path.join(workdir, 'shape_bias.png'), {name: trials}, humans)
-    results['conditions'][cond] = r
-    print(f'{name} / {cond}: accuracy {r["accuracy"]:.3f}' +
-          (f', shape bias {r["shape_bias"]:.3f} (shape acc {r["shape_acc"]:.3f}, texture acc '
-           f'{r["texture_acc"]:.3f}, {r["conflict_trials"]} conflict trials)'
-           if r['conflict_trials'] else '') +
-          (f'; kappa vs humans {r["vs_humans"]["kappa_mean"]:.3f} (human-human '
-           f'{r["humans"]["human_human_kappa_mean"]:.3f})' if humans else ''))
-  if kappas:
-    plot_kappa(os.path.join(workdir, 'kappa.png'), name, kappas)
+        cue_trials[name] = trials
+        humans_cue = humans
+    per_model[name] = results
+  title = '; '.join(f'{n}: {r["preprocessing"]["description"]}' for n, r in per_model.items())
+  if cue_trials and humans_cue:
+    plot_shape_bias(os.path.join(workdir, 'shape_bias.png'), cue_trials, humans_cue,
+                    title=title)
+  if any(kappas.values()):
+    plot_kappa(os.path.join(workdir, 'kappa.png'), {n: k for n, k in kappas.items() if k},
+               title=title)
+  out = per_model[specs[0][0]] if len(specs) == 1 else {'models': per_model, 'rules': RULES}
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(json_ready(results), f, indent=2, allow_nan=False)
-  return results
+    json.dump(json_ready(out), f, indent=2, allow_nan=False)
+  return out
+
+
+def evaluate_condition(fn, name, cond, stimuli, humans, mapping, config, workdir):
+  """(results dict, Trials) of one model on one condition; writes its decisions CSV."""
+  t0 = time.time()
+  probs = evaluate_model(fn, stimuli, config.batch_size, config.progress_bar)
+  seconds = time.time() - t0
+  trials = sb.Trials.from_decisions(name, [s[1] for s in stimuli],
+                                    sb.decisions_from_probs(probs, mapping))
+  sb.write_decisions_csv(os.path.join(workdir, f'decisions_{name}_{cond}.csv'), trials)
+  r = {'stimuli': len(stimuli), **sb.shape_bias(trials),
+       'per_class_shape_bias': sb.shape_bias_per_class(trials),
+       'eval_seconds': seconds, 'images_per_second': len(stimuli) / seconds}
+  if humans:
+    r['vs_humans'] = sb.compare_to_humans(trials, humans)
+    r['humans'] = sb.human_summary(humans)
+  print(f'{name} / {cond}: accuracy {r["accuracy"]:.3f}' +
+        (f', shape bias {r["shape_bias"]:.3f} (shape acc {r["shape_acc"]:.3f}, texture acc '
+         f'{r["texture_acc"]:.3f}, {r["conflict_trials"]} conflict trials)'
+         if r['conflict_trials'] else '') +
+        (f'; kappa vs humans {r["vs_humans"]["kappa_mean"]:.3f} (human-human '
+         f'{r["humans"]["human_human_kappa_mean"]:.3f}); JS distance class-wise / '
+         f'inter-class errors {r["vs_humans"]["js_class_errors"]:.3f} / '
+         f'{r["vs_humans"]["js_interclass_errors"]:.3f}' if humans else ''))
+  return r, trials
 
 
 def read_inputs(config, conditions):
@@ -200,7 +274,7 @@ def json_ready(obj):
   return obj
 
 
-def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES):
+def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES, title=''):
   """The Geirhos et al. figure: per-category fraction of shape decisions (bottom axis)
   vs texture decisions (top); humans as red circles, each model its own marker,
   averages as vertical lines."""
@@ -224,27 +298,40 @@ def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES):
   top.set_xlabel('fraction of "texture" decisions')
   ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.09), ncol=3, fontsize=8)
   ax.grid(axis='x', alpha=0.3)
+  if title:
+    ax.set_title(textwrap.fill(title, 70), fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
 
-def plot_kappa(path, model_name, kappas):
-  """Bar per condition: the model's mean kappa vs the humans (black dots: each human;
-  red dash: mean human-human kappa). `kappas`: {condition: (vs_humans, human_human)}."""
-  names = list(kappas)
-  fig = metrics_lib.figure((1.5 + 1.3 * len(names), 4))
+def plot_kappa(path, kappas, title=''):
+  """Bars per condition, one per model: its mean kappa vs the humans (black dots: each
+  human; red dash: mean human-human kappa). `kappas`: {model: {condition: (vs_humans,
+  human_human)}}."""
+  models = list(kappas)
+  conds = list(dict.fromkeys(c for k in kappas.values() for c in k))
+  width = 0.8 / len(models)
+  fig = metrics_lib.figure((1.5 + 1.3 * len(conds) * max(1, len(models) / 2), 4))
   ax = fig.subplots()
-  for i, n in enumerate(names):
-    vs, hh = kappas[n]
-    ax.bar(i, vs['kappa_mean'], color=f'C{i}', alpha=0.7)
-    vals = list(vs['kappa_per_human'].values())
-    ax.scatter(np.full(len(vals), i), vals, color='k', s=10, zorder=3)
+  for j, m in enumerate(models):
+    for i, c in enumerate(conds):
+      if c not in kappas[m]:
+        continue
+      vs, _ = kappas[m][c]
+      x = i - 0.4 + width * (j + 0.5)
+      ax.bar(x, vs['kappa_mean'], width=width * 0.9, color=f'C{j}', alpha=0.7,
+             label=m if i == 0 else None)
+      vals = list(vs['kappa_per_human'].values())
+      ax.scatter(np.full(len(vals), x), vals, color='k', s=6, zorder=3)
+  for i, c in enumerate(conds):
+    hh = next(kappas[m][c][1] for m in models if c in kappas[m])
     ax.plot([i - 0.4, i + 0.4], [hh, hh], color='red', ls='--',
             label='human-human' if i == 0 else None)
-  ax.legend(fontsize=8)
-  ax.set_xticks(range(len(names)))
-  ax.set_xticklabels(names)
-  ax.set_title(model_name, fontsize=10)
+  ax.legend(fontsize=7)
+  ax.set_xticks(range(len(conds)))
+  ax.set_xticklabels(conds)
+  if title:
+    ax.set_title(textwrap.fill(title, 70), fontsize=6)
   ax.set_ylabel("error consistency with humans (Cohen's kappa)")
   ax.axhline(0, color='gray', lw=0.8)
   fig.tight_layout()
