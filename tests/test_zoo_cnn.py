@@ -363,3 +363,18 @@ def test_existing_resnet_callers_get_the_same_net():
         3, 3, 3, 64)
   with pytest.raises(ValueError, match='fc_bias=True needs mode=dense'):
     resnet.ResNet(fc_bias=True).init(jax.random.key(0), x)
+
+
+def test_tiny_zoo_models_build_through_the_one_registry():
+  import jax
+  import jax.numpy as jnp
+  from awesome_jax import models
+  tiny = {'resnet18': dict(width=0.25, stage_sizes=(1, 1)), 'vgg16': dict(width=0.125, hidden=32),
+          'alexnet': dict(width=0.125, hidden=32),
+          'vit_ti16': dict(hidden_size=32, depth=2, num_heads=2, patch_size=8)}
+  for name, kw in tiny.items():
+    m = models.build(name, 10, (32, 32, 3), **kw)
+    v = m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert m.apply(v, jnp.zeros((2, 32, 32, 3))).shape == (2, 10), name
+  with pytest.raises(models.ModelError, match="'resnet18' cannot take data of shape"):
+    models.build('resnet18', 10, (28, 28, 1))

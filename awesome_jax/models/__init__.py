@@ -29,9 +29,23 @@ class ModelError(ValueError):
 
 
 def build(name, num_classes, input_shape, **kwargs):
-  """Returns the Flax module `name`, after checking it can take `input_shape` (HWC)."""
+  """Returns the Flax module `name`, after checking it can take `input_shape` (HWC).
+
+  The small nets above, or an ImageNet model of the zoo (`models/zoo.py`: ResNet, VGG,
+  AlexNet, ViT, EfficientNet-Lite0; RGB inputs, a ViT built for the input's size).
+  """
   if name not in REGISTRY:
-    raise ModelError(f'model.name={name!r}: unknown; allowed: {", ".join(REGISTRY)}')
+    from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
+    entries = zoo.entries()
+    if name in entries:
+      if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ModelError(f'model.name={name!r} cannot take data of shape '
+                         f'{tuple(input_shape)}; it takes HxWx3 (RGB)')
+      if entries[name].family == 'vit':
+        kwargs.setdefault('image_size', input_shape[0])
+      return entries[name].build(num_classes=num_classes, **kwargs)
+    raise ModelError(f'model.name={name!r}: unknown; allowed: '
+                     f'{", ".join(list(REGISTRY) + list(entries))}')
   ctor, shape_ok, allowed = REGISTRY[name]
   if not shape_ok(tuple(input_shape), **kwargs):
     raise ModelError(f'model.name={name!r} cannot take data of shape '
