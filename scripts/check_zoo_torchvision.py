@@ -15,7 +15,7 @@ The torch side runs in a subprocess of `--torch_python` (an interpreter with tor
 torchvision; this one by default), the JAX side here, so the two need not share an
 environment:
 
-  python scripts/check_zoo_torchvision.py --torch_python /work/venv_ref/bin/python
+  python scripts/check_zoo_torchvision.py --torch_python /path/to/venv_with_torchvision/bin/python
 """
 
 import argparse
