@@ -12,6 +12,7 @@ only a state dict.
 """
 
 import collections
+import os
 import io
 import pickle
 import struct
@@ -92,9 +93,16 @@ def _materialise(obj, arrays):
         (min(obj.size, default=1) > 0 and last >= flat.size)):
       raise ValueError(f'a tensor of size {obj.size}, stride {obj.stride} at offset '
                        f'{obj.offset} reaches past its storage of {flat.size} elements')
-    return np.lib.stride_tricks.as_strided(
+    if int(np.prod(obj.size, dtype=np.float64)) > max(flat.size, 1) * 64:
+      # an expanded (stride-0) view far larger than its storage: refuse, do not allocate
+      raise ValueError(f'a tensor of size {obj.size} expands a storage of {flat.size} '
+                       'elements more than 64 times')
+    out = np.lib.stride_tricks.as_strided(
         flat[obj.offset:], shape=obj.size,
         strides=tuple(s * itemsize for s in obj.stride)).copy()
+    if flat.dtype == np.uint16:  # only BFloat16Storage reads as uint16: its bits -> float32
+      out = (out.astype(np.uint32) << 16).view(np.float32)
+    return out
   if isinstance(obj, dict):
     return collections.OrderedDict((k, _materialise(v, arrays)) for k, v in obj.items())
   if isinstance(obj, (list, tuple)):
@@ -115,9 +123,13 @@ def _read_legacy(f, path):
   obj = _Unpickler(f, dtypes).load()
   keys = plain()
   arrays = {}
+  left = os.fstat(f.fileno()).st_size - f.tell()
   for key in keys:
     (count,) = struct.unpack('<q', f.read(8))
     dtype = dtypes[str(key)]
+    if not 0 <= count * dtype.itemsize <= left:
+      raise CheckpointFormatError(f'{path}: storage {key} claims {count} elements, more '
+                                  'than the file holds')
     arrays[str(key)] = np.frombuffer(f.read(count * dtype.itemsize), dtype=dtype)
     if arrays[str(key)].size != count:
       raise CheckpointFormatError(f'{path}: truncated storage {key}')
@@ -154,7 +166,8 @@ def read_torch_object(path):
     raise
   except FileNotFoundError:
     raise CheckpointFormatError(f'{path}: file not found') from None
-  except (pickle.UnpicklingError, EOFError, KeyError, IndexError, struct.error,
+  except (pickle.UnpicklingError, EOFError, KeyError, IndexError, struct.error, MemoryError,
+          RecursionError,
           AttributeError, TypeError, ValueError, OSError, zipfile.BadZipFile) as e:
     reason = ' '.join(str(e).split())  # one line
     raise CheckpointFormatError(f'{path}: not a readable PyTorch checkpoint ({reason})') from None

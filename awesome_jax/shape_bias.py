@@ -112,7 +112,7 @@ def check_mapping_classes(mapping, classes, source='mapping'):
         f'{source}: its categories differ from the stimuli\'s classes: ' +
         '; '.join(f'{what}: {", ".join(names)}' for what, names in (
             ('in the stimuli but not in the mapping', missing),
-            ('in the mapping but not a stimulus class', extra)) if names))
+            ('in the mapping but not one of the 16 categories', extra)) if names))
 
 
 def decisions_from_probs(probs, mapping=None):

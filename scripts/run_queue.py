@@ -1,4 +1,4 @@
-"""Runs a queue of jobs inside a wall-clock budget (a time-limited GPU or TPU slot) and
+"""Runs a queue of jobs inside a wall-clock budget (e.g. a GPU or TPU job with a wall-clock limit) and
 keeps what each job produced, even when the budget ends in the middle of one.
 
   python scripts/run_queue.py --workdir=/tmp/queue --out=/tmp/queue_out --budget_s=3000 \\
@@ -25,7 +25,8 @@ previous queue's summary.json (the wall seconds of its finished jobs); a job wit
 estimate always starts, a job whose estimate does not fit is skipped and the next one
 tried. At the deadline every running job gets SIGTERM, then SIGKILL after --grace_s.
 
-After each job its small outputs (*.json, *.jsonl, *.csv, *.png, *.txt, among them log.txt
+After each job its small outputs (*.json, *.jsonl, *.csv, *.png, *.txt, *.npz such as
+distilled.npz and subnetwork.npz, among them log.txt
 with its stdout and stderr; nothing under checkpoints/) are copied to OUT/NAME/ and OUT/summary.json is rewritten:
 per job the command, status (finished, killed, skipped or failed), wall seconds, exit
 code, the numbers of its results.json and the last value of each metric in metrics.jsonl.
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import time
 
-SMALL_OUTPUTS = ('.json', '.jsonl', '.csv', '.png', '.txt')
+SMALL_OUTPUTS = ('.json', '.jsonl', '.csv', '.png', '.txt', '.npz')
 LOG = 'log.txt'
 T0 = time.monotonic()
 
@@ -377,7 +378,7 @@ def main():
       print(f'{job.name} ({estimate_text(job)}): {job.command_in(workdir)}')
     return
 
-  signal.signal(signal.SIGTERM, interrupt)  # the slot ending: stop the jobs, keep outputs
+  signal.signal(signal.SIGTERM, interrupt)  # the wall-clock limit reached: stop the jobs, keep outputs
   queue = Queue(args.workdir, args.out, args.budget_s, args.parallel, args.grace_s)
   try:
     summary = queue.run(jobs, args.rerun_finished)

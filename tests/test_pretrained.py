@@ -136,3 +136,25 @@ def test_depthwise_conv_equals_grouped_conv(kernel, stride, size):
   ref = nn.Conv(6, (kernel, kernel), strides=stride, padding='SAME', feature_group_count=6,
                 use_bias=False)
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_tensors_read_as_their_values(tmp_path):
+  values = np.array([1.0, -2.5, 0.15625, 3e38], np.float32)
+  bits = (values.view(np.uint32) >> 16).astype(np.uint16)  # bfloat16 = the top 16 bits
+  path = tmp_path / 'bf16.pth'
+  save_legacy(path, {'w': bits})
+  got = pretrained.read_torch_state_dict(str(path))['w']
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, (bits.astype(np.uint32) << 16).view(np.float32))
+  np.testing.assert_allclose(got[:3], values[:3])  # these are exact in bfloat16
+
+
+def test_a_storage_larger_than_the_file_is_one_line(tmp_path):
+  path = tmp_path / 'big.pth'
+  save_legacy(path, {'w': np.zeros(4, np.float32)})
+  raw = bytearray(path.read_bytes())
+  at = len(raw) - 16 - 8  # the int64 element count before the last storage's 16 bytes
+  raw[at:at + 8] = (10**15).to_bytes(8, 'little')
+  path.write_bytes(bytes(raw))
+  with pytest.raises(pretrained.CheckpointFormatError, match='claims 1000000000000000 elements'):
+    pretrained.read_torch_state_dict(str(path))

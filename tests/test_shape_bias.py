@@ -285,7 +285,7 @@ def test_mapping_categories_must_match_the_stimuli(tmp_path):
   config.mapping = str(tmp_path / 'mapping.json')
   assert run_error(config, tmp_path) == (
       f"mapping {config.mapping}: its categories differ from the stimuli's classes: in the "
-      'stimuli but not in the mapping: cat; in the mapping but not a stimulus class: Cat')
+      'stimuli but not in the mapping: cat; in the mapping but not one of the 16 categories: Cat')
   # a texture class counts too
   with pytest.raises(sb.StimulusError, match='not in the mapping: bird$'):
     sb.check_mapping_classes({'cat': [281], 'dog': [200]}, {'cat', 'dog', 'bird'})
@@ -420,20 +420,35 @@ def test_bad_model_config_is_one_line(tmp_path, field, value, message):
   assert message in str(e.value) and '\n' not in str(e.value)
 
 
-def test_zoo_vit_gelu_follows_the_weight_format():
+def test_zoo_vit_gelu_follows_the_weight_files_contents(tmp_path):
   from awesome_jax.models import zoo
   entry = zoo.entries()['vit_ti16']
-  assert zoo.weight_format(entry, 'ViT-Ti_16.npz') == 'augreg_npz'
-  assert zoo.weight_format(entry, 'vit_tiny.pth') == 'timm'
-  assert zoo.preprocessing_for(entry, 'ViT-Ti_16.npz').name == 'augreg'
+  npz_named_bin = tmp_path / 'weights.bin'  # an npz by content, whatever its name
+  with open(npz_named_bin, 'wb') as f:
+    np.savez(f, cls=np.zeros((1, 1, 192)))
+  assert zoo.weight_format(entry, str(npz_named_bin)) == 'augreg_npz'
+  assert zoo.preprocessing_for(entry, str(npz_named_bin)).name == 'augreg'
+  model = entry.build(weight_format=zoo.weight_format(entry, str(npz_named_bin)))
+  assert model.gelu == 'tanh'
+  assert zoo.weight_format(entry, 'random') == 'timm'
 
 
 def test_zoo_preprocessing_resizes_crops_and_normalises():
   from awesome_jax.models import zoo
-  x = np.full((2, 224, 300, 3), 255, np.uint8)
-  y = np.asarray(zoo.preprocess(x, zoo.PREPROCESSING['torchvision']))
+  tv = zoo.PREPROCESSING['torchvision']
+  mean, std = np.array(tv.mean), np.array(tv.std)
+  # square images at the crop size go in whole: a ramp comes back unchanged, normalised
+  ramp = np.broadcast_to(np.arange(224, dtype=np.uint8)[None, None, :, None], (1, 224, 224, 3))
+  y = np.asarray(zoo.preprocess(ramp, tv))
+  np.testing.assert_allclose(y[0, 5, :, 0], (np.arange(224) / 255 - mean[0]) / std[0], rtol=1e-5)
+  # others: short side to 256, then the centre 224 x 224 (a ramp along W keeps its middle)
+  wide = np.broadcast_to(np.arange(400, dtype=np.float32)[None, None, :, None] * 0.5,
+                         (2, 200, 400, 3))
+  y = np.asarray(zoo.preprocess(wide, tv))
   assert y.shape == (2, 224, 224, 3)
-  np.testing.assert_allclose(y[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
-                             np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+  pixels = y[0, 100, :, 0] * std[0] + mean[0]  # back to 0-1
+  assert np.all(np.diff(pixels) > 0)  # still a ramp, not flipped or transposed
+  # the resized row spans 0..199.5 over 512 columns; its centre 224 start at column 144
+  np.testing.assert_allclose(pixels[0] * 255, 144 * 400 / 512 * 0.5, atol=1.0)
   y = np.asarray(zoo.preprocess(np.zeros((1, 224, 224, 3)), zoo.PREPROCESSING['augreg']))
   assert y.shape == (1, 224, 224, 3) and np.allclose(y, -1)

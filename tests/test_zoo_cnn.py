@@ -276,6 +276,12 @@ def test_dropout_in_train_mode_only():
                                mutable=['batch_stats'])
   assert train.shape == (2, 5) and not np.allclose(train, a)
   assert not np.allclose(updates['batch_stats']['features_1']['mean'], 0)
+  # without batch norm the only train-mode randomness is dropout: other keys, other outputs
+  plain = torchvision_cnn.build('vgg16', **VGG)
+  v = plain.init(jax.random.key(0), x)
+  one = plain.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)})
+  two = plain.apply(v, x, train=True, rngs={'dropout': jax.random.key(2)})
+  assert not np.allclose(one, two) and np.allclose(plain.apply(v, x), plain.apply(v, x))
 
 
 # ------------------------------------------------------------------ fit errors
@@ -373,8 +379,11 @@ def test_tiny_zoo_models_build_through_the_one_registry():
           'alexnet': dict(width=0.125, hidden=32),
           'vit_ti16': dict(hidden_size=32, depth=2, num_heads=2, patch_size=8)}
   for name, kw in tiny.items():
-    m = models.build(name, 10, (32, 32, 3), **kw)
-    v = m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    assert m.apply(v, jnp.zeros((2, 32, 32, 3))).shape == (2, 10), name
+    size = 64 if name == 'alexnet' else 32  # AlexNet's feature map vanishes below 63
+    m = models.build(name, 10, (size, size, 3), **kw)
+    v = m.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    assert m.apply(v, jnp.zeros((2, size, size, 3))).shape == (2, 10), name
   with pytest.raises(models.ModelError, match="'resnet18' cannot take data of shape"):
     models.build('resnet18', 10, (28, 28, 1))
+  with pytest.raises(models.ModelError, match="'alexnet' cannot take .* H and W >= 63"):
+    models.build('alexnet', 10, (32, 32, 3))

@@ -13,7 +13,8 @@ import numpy as np
 
 from awesome_jax.pretrained import LEGACY_MAGIC
 
-_STORAGE_NAMES = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage'}
+_STORAGE_NAMES = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage',
+                  np.dtype(np.uint16): 'BFloat16Storage'}  # uint16 arrays: bfloat16 bits
 
 
 class _Global:

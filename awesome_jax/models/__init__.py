@@ -24,6 +24,10 @@ REGISTRY = {
 }
 
 
+# the smallest input side of each zoo family: below it the feature map collapses to 0x0
+ZOO_MIN_SIZE = {'alexnet': 63, 'vgg': 32, 'resnet': 32, 'efficientnet_lite': 32}
+
+
 class ModelError(ValueError):
   """Unknown model name or an input shape the model cannot take."""
 
@@ -38,9 +42,10 @@ def build(name, num_classes, input_shape, **kwargs):
     from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
     entries = zoo.entries()
     if name in entries:
-      if len(input_shape) != 3 or input_shape[-1] != 3:
+      smallest = ZOO_MIN_SIZE.get(entries[name].family, 1)
+      if len(input_shape) != 3 or input_shape[-1] != 3 or min(input_shape[:2]) < smallest:
         raise ModelError(f'model.name={name!r} cannot take data of shape '
-                         f'{tuple(input_shape)}; it takes HxWx3 (RGB)')
+                         f'{tuple(input_shape)}; it takes HxWx3 (RGB), H and W >= {smallest}')
       if entries[name].family == 'vit':
         kwargs.setdefault('image_size', input_shape[0])
       return entries[name].build(num_classes=num_classes, **kwargs)

@@ -35,6 +35,8 @@ linear_init = nn.initializers.normal(0.01)
 def _pool_axis(x, axis, out):
   """Adaptive average pooling of one axis to `out` cells, torch's windows."""
   size = x.shape[axis]
+  if size == 0:
+    raise ValueError('adaptive pooling of an empty feature map: the input is too small')
   if size == out:
     return x
   if size % out == 0:

@@ -80,8 +80,12 @@ def entries():
 
 
 def weight_format(entry, weights):
-  """The format of a weight file for `entry`: '.npz' -> an npz format of the entry,
-  else its torch format (the first one not ending in _npz)."""
+  """The format of a weight file for `entry`: a ViT's is read from the file's contents
+  (timm or augreg_npz); otherwise '.npz' -> an npz format of the entry, else its torch
+  format (the first one not ending in _npz). 'random' and '' count as the torch format."""
+  if entry.family == 'vit' and weights not in ('', 'random'):
+    from awesome_jax.models import vit_convert  # pylint: disable=g-import-not-at-top
+    return vit_convert.weight_format(weights)
   npz = [f for f in entry.formats if f.endswith('_npz')]
   torch_formats = [f for f in entry.formats if not f.endswith('_npz')]
   if str(weights).endswith('.npz') and npz:
@@ -128,12 +132,15 @@ def load(name, weights, preprocessing='', **kwargs):
 
 def preprocess(images, spec):
   """uint8 (or 0-255 float) NHWC images -> the net's input: the short side resized to
-  spec.resize (antialiased), centre crop spec.crop x spec.crop, (x / 255 - mean) / std."""
+  spec.resize (antialiased), centre crop spec.crop x spec.crop, (x / 255 - mean) / std.
+
+  Square images already at the crop size go in as they are (no resize, no crop): the
+  224x224 cue-conflict stimuli are shown whole, as in the model-vs-human protocol."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   x = jnp.asarray(images, jnp.float32)
   n, h, w, c = x.shape
-  if min(h, w) != spec.resize:
+  if not h == w == spec.crop and min(h, w) != spec.resize:
     scale = spec.resize / min(h, w)
     size = (max(spec.resize, round(h * scale)), max(spec.resize, round(w * scale)))
     x = jax.image.resize(x, (n,) + size + (c,), method=spec.interpolation, antialias=True)

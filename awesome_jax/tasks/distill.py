@@ -287,8 +287,9 @@ def evaluate_saved(config, workdir):
   """The 'distill_eval' task: test accuracy of fresh nets trained on config.eval.npz."""
   check_eval_config(config)
   e = config.eval
+  fmt = distilled_io.detect_format(e.npz) if e.format == 'auto' else e.format
   # the file says what it was distilled from; the config fills in what it lacks
-  z = distilled_io.load_any(e.npz, e.format, dataset=config.data.name,
+  z = distilled_io.load_any(e.npz, fmt, dataset=config.data.name,
                             model=config.model.name, model_kwargs=config.model.kwargs.to_dict(),
                             mean=tuple(e.mean) or None, std=tuple(e.std) or None)
   if str(z['dataset']) != config.data.name:
@@ -296,6 +297,15 @@ def evaluate_saved(config, workdir):
                       f'from {str(z["dataset"])!r}')
   dataset = data_lib.load(config.data.name, config.data.source, config.data.data_dir,
                           config.data.tfds_data_dir)
+  shape, classes = tuple(z['images_normalized'].shape[2:]), z['targets'].shape[-1]
+  if shape != tuple(dataset.shape) or classes > dataset.num_classes:
+    raise distilled_io.DistilledFileError(
+        f'{e.npz}: images {shape} with {classes} classes do not fit {dataset.name} '
+        f'({tuple(dataset.shape)}, {dataset.num_classes} classes)')
+  if classes < dataset.num_classes:  # int labels that never name the last classes
+    z['targets'] = np.concatenate(
+        [z['targets'], np.zeros(z['targets'].shape[:-1] + (dataset.num_classes - classes,),
+                                z['targets'].dtype)], -1)
   mean, std = z['mean'], z['std']  # the set's own normalisation, not the loader's
   x_test = (dataset.x_test - mean) / std
   model, trained = distill_lib.train_on_distilled(
@@ -310,7 +320,7 @@ def evaluate_saved(config, workdir):
     accs.append(metrics_lib.accuracy_in_batches(
         lambda xb, yb, p=p: correct(p, xb, yb), x_test, dataset.y_test))
   accs = np.array(accs)
-  results = {'npz': config.eval.npz, 'format': distilled_io.detect_format(config.eval.npz),
+  results = {'npz': config.eval.npz, 'format': fmt,
              'model': str(z['model']), 'schedule': config.eval.schedule,
              'init': 'fixed (stored in the npz)' if distill_lib.stored_init(z) is not None else
                      f'fresh (eval.seed={config.eval.seed})',

@@ -10,6 +10,7 @@ Every input (stimulus files, human CSVs, the mapping) is read and checked before
 model runs; a bad one raises `shape_bias.StimulusError` with one line naming it.
 """
 
+import functools
 import json
 import math
 import os
@@ -108,7 +109,9 @@ def model_fn(config, name, weights):
   model, variables, spec = zoo.load(name, weights, override)
   if name == 'efficientnet_lite0' and not override:
     spec = _lite0_preprocessing(config.model.normalization)
-  apply = jax.jit(lambda x: model.apply(variables, zoo.preprocess(x, spec)))
+  # the weights as an argument, not captured: captured arrays become compile-time constants
+  forward = jax.jit(lambda v, x: model.apply(v, zoo.preprocess(x, spec)))
+  apply = functools.partial(forward, variables)
   apply.model_options = {k: getattr(model, k) for k in ('gelu',) if hasattr(model, k)}
   return apply, spec
 
@@ -162,7 +165,7 @@ def run(config, workdir, logits_fn=None):
       fn, spec = model_fn(config, name, weights)
       prep = {'name': spec.name, 'resize': spec.resize, 'crop': spec.crop,
               'mean': list(spec.mean), 'std': list(spec.std), 'description': zoo.describe(spec)}
-      if name == 'efficientnet_lite0':
+      if name == 'efficientnet_lite0' and not config.model.get('preprocessing', ''):
         prep['normalization'] = config.model.normalization
       prep.update(getattr(fn, 'model_options', {}))
     else:
