@@ -1,0 +1,360 @@
+"""Stylized datasets (Geirhos et al. 2019): style images, two stylizers, a resumable writer.
+
+* `textures(n, size, seed)`: class-free procedural style images (fractal value noise,
+  oriented gratings, coloured blobs); image i depends only on (seed, i).
+* `fourier_swap(content, style, alpha)`: the weight-free baseline: each channel keeps the
+  content's Fourier phase and takes the amplitude (1 - alpha) |F content| + alpha |F style|.
+* `write_stylized(...)`: stylizes each image of `split/<class>/*` (or of arrays) exactly
+  once, with AdaIN (`models.adain`) or the Fourier swap, into `out/split/<class>/<name>.png`.
+  The style of image i is drawn from (seed, i) alone, so a resumed run makes the same
+  choice; files are written under a temporary name and renamed, so one that exists is
+  complete and is skipped.
+
+  python -m awesome_jax.stylize dataset --content data/train --style styles --out out \\
+      --method adain --vgg vgg_normalised.pth --decoder decoder.pth --size 224 --tar
+  python -m awesome_jax.stylize textures --out styles --n 1000 --size 256
+"""
+
+import argparse
+import os
+import sys
+import tarfile
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+METHODS = ('adain', 'fourier')
+_TMP = '.tmp'
+
+
+def check_alpha(alpha):
+  if not 0.0 <= float(alpha) <= 1.0:
+    raise ValueError(f'alpha must be in [0, 1], got {alpha}')
+
+
+# --- procedural textures ----------------------------------------------------------------
+
+def _value_noise(rng, size, res):
+  """(size, size) smooth noise in [0, 1]: random values on a (res+1)^2 grid, smoothstep
+  interpolation between them."""
+  grid = rng.random((res + 1, res + 1))
+  t = np.arange(size) * res / size
+  i = t.astype(int)
+  f = t - i
+  f = f * f * (3 - 2 * f)
+  rows = grid[i] * (1 - f)[:, None] + grid[i + 1] * f[:, None]
+  return rows[:, i] * (1 - f) + rows[:, i + 1] * f
+
+
+def _fractal(rng, size):
+  """Octaves of value noise (persistence 0.4-0.7) per channel, mixed by a random colour
+  matrix."""
+  persistence = rng.uniform(0.4, 0.7)
+  base = int(rng.integers(1, 4))
+  channels = []
+  for _ in range(3):
+    total, res, amp = np.zeros((size, size)), base, 1.0
+    while res <= max(size // 2, 1):
+      total += amp * _value_noise(rng, size, res)
+      res, amp = res * 2, amp * persistence
+    channels.append(total)
+  x = np.stack(channels, -1)
+  return x @ rng.normal(size=(3, 3))
+
+
+def _gratings(rng, size):
+  """A sum of 1-3 oriented sine (or square) gratings between two random colours."""
+  yy, xx = np.mgrid[0:size, 0:size] / size
+  g = np.zeros((size, size))
+  for _ in range(int(rng.integers(1, 4))):
+    theta = rng.uniform(0, np.pi)
+    cycles = rng.uniform(2, max(size / 4, 3))
+    wave = np.sin(2 * np.pi * cycles * (xx * np.cos(theta) + yy * np.sin(theta)) +
+                  rng.uniform(0, 2 * np.pi))
+    g += np.sign(wave) if rng.random() < 0.3 else wave
+  g = (g - g.min()) / (np.ptp(g) + 1e-8)
+  c0, c1 = rng.random(3), rng.random(3)
+  return c0 + (c1 - c0) * g[..., None]
+
+
+def _blobs(rng, size):
+  """5-40 soft coloured Gaussian blobs over a random background colour."""
+  yy, xx = np.mgrid[0:size, 0:size]
+  x = np.ones((size, size, 3)) * rng.random(3)
+  for _ in range(int(rng.integers(5, 41))):
+    cy, cx = rng.uniform(0, size, 2)
+    r = rng.uniform(size / 30, size / 5)
+    w = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+    x = x * (1 - w) + rng.random(3) * w
+  return x
+
+
+TEXTURE_KINDS = (_fractal, _gratings, _blobs)
+
+
+def texture(seed, index, size):
+  """Texture `index` of `seed`: (size, size, 3) uint8; its kind is drawn from the seed."""
+  rng = np.random.default_rng([seed, index])
+  x = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))](rng, size)
+  x = (x - x.min()) / (np.ptp(x) + 1e-8)
+  return np.round(x * 255).astype(np.uint8)
+
+
+def textures(n, size, seed):
+  """(n, size, size, 3) uint8 class-free style images, deterministic under seed."""
+  return np.stack([texture(seed, i, size) for i in range(n)]) if n else (
+      np.zeros((0, size, size, 3), np.uint8))
+
+
+# --- Fourier amplitude swap -------------------------------------------------------------
+
+def fourier_swap(content, style, alpha=1.0):
+  """(..., H, W, C) float: per channel, the content's Fourier phase with the amplitude
+  (1 - alpha) |F content| + alpha |F style|. Style of the same H, W (it broadcasts over
+  leading axes). Float64 out, not clipped."""
+  check_alpha(alpha)
+  content = np.asarray(content, np.float64)
+  style = np.asarray(style, np.float64)
+  if content.shape[-3:] != style.shape[-3:]:
+    raise ValueError(f'fourier_swap: content {content.shape[-3:]} and style '
+                     f'{style.shape[-3:]} differ in (H, W, C)')
+  axes = (-3, -2)
+  fc = np.fft.rfft2(content, axes=axes)
+  fs = np.fft.rfft2(style, axes=axes)
+  amp = (1 - alpha) * np.abs(fc) + alpha * np.abs(fs)
+  return np.fft.irfft2(amp * np.exp(1j * np.angle(fc)), s=content.shape[-3:-1], axes=axes)
+
+
+# --- stylized-dataset writer ------------------------------------------------------------
+
+def _is_image(name):
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+
+
+def list_styles(style_dir):
+  """Sorted paths of the images in style_dir (any layout below it)."""
+  if not os.path.isdir(style_dir):
+    raise ValueError(f'style folder {style_dir} does not exist or is not a folder')
+  paths = []
+  for root, dirs, files in os.walk(style_dir, onerror=_raise):
+    dirs.sort()
+    paths += [os.path.join(root, f) for f in sorted(files) if _is_image(f)]
+  if not paths:
+    raise ValueError(f'style folder {style_dir} holds no images '
+                     f'({" ".join(IMAGE_EXTENSIONS)})')
+  return paths
+
+
+def _raise(error):
+  raise ValueError(f'style folder {error.filename}: unreadable ({error.strerror})')
+
+
+def list_content(content_dir):
+  """[(class, path)] of content_dir/<class>/*, sorted by class then file name."""
+  if not os.path.isdir(content_dir):
+    raise ValueError(f'content folder {content_dir} does not exist or is not a folder')
+  classes = sorted(d for d in os.listdir(content_dir)
+                   if os.path.isdir(os.path.join(content_dir, d)) and not d.startswith('.'))
+  if not classes:
+    raise ValueError(f'content folder {content_dir} has no class subfolders '
+                     f'(expected {content_dir}/<class>/<image>)')
+  items = [(c, os.path.join(content_dir, c, f)) for c in classes
+           for f in sorted(os.listdir(os.path.join(content_dir, c))) if _is_image(f)]
+  if not items:
+    raise ValueError(f'content folder {content_dir}: its class subfolders hold no images')
+  return items
+
+
+def read_rgb(path, what='image'):
+  """(H, W, 3) uint8 of an image file; a one-line ValueError if it cannot be decoded."""
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert('RGB'))
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{what} {path}: unreadable ({e})') from None
+
+
+def _resize(x, height, width):
+  if x.shape[:2] == (height, width):
+    return x
+  return np.asarray(Image.fromarray(x).resize((width, height), Image.BILINEAR))
+
+
+def style_index(seed, index, n_styles):
+  """The style of content image `index`: a function of (seed, index) alone."""
+  return int(np.random.default_rng([seed, index, 1]).integers(n_styles))
+
+
+def _to_uint8(x):
+  return np.round(np.clip(np.asarray(x, np.float64), 0, 1) * 255).astype(np.uint8)
+
+
+def make_stylizer(method, alpha=1.0, variables=None):
+  """f(content uint8 (H, W, 3), style uint8 (H, W, 3)) -> uint8 (H, W, 3)."""
+  check_alpha(alpha)
+  if method == 'fourier':
+    return lambda c, s: _to_uint8(fourier_swap(c / 255.0, s / 255.0, alpha))
+  if method != 'adain':
+    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+  if variables is None:
+    raise ValueError('method adain needs variables=(encoder, decoder), e.g. from '
+                     'models.adain.from_torch(vgg_path, decoder_path)')
+  from awesome_jax.models import adain  # pylint: disable=import-outside-toplevel
+  enc_vars, dec_vars = variables
+
+  def run(c, s):
+    h, w = c.shape[:2]
+    out = adain.stylize(enc_vars, dec_vars, c[None] / np.float32(255),
+                        s[None] / np.float32(255), alpha)
+    return _to_uint8(out[0, :h, :w])
+  return run
+
+
+def _write_png(path, image):
+  """Writes under a temporary name, then renames: a file at `path` is always complete."""
+  tmp = os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + _TMP)
+  Image.fromarray(image).save(tmp, format='PNG')
+  os.replace(tmp, path)
+
+
+def _write_tar(folder, split):
+  """folder/<split>.tar of folder/<split>, entries sorted, times and owners zeroed, so
+  the same images give the same bytes."""
+  path = os.path.join(folder, split + '.tar')
+
+  def clean(info):
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, '', ''
+    return info
+  tmp = path + _TMP
+  with tarfile.open(tmp, 'w', format=tarfile.PAX_FORMAT) as tar:
+    root = os.path.join(folder, split)
+    tar.add(root, split, recursive=False, filter=clean)
+    for c in sorted(os.listdir(root)):
+      tar.add(os.path.join(root, c), f'{split}/{c}', recursive=False, filter=clean)
+      for f in sorted(os.listdir(os.path.join(root, c))):
+        if not f.startswith('.'):
+          tar.add(os.path.join(root, c, f), f'{split}/{c}/{f}', filter=clean)
+  os.replace(tmp, path)
+  return path
+
+
+def write_stylized(content, style, out, method='fourier', split=None, seed=0, alpha=1.0,
+                   size=None, variables=None, tar=False, limit=None, progress=True):
+  """Stylizes every content image once into out/<split>/<class>/<name>.png.
+
+  content: a folder <split>/<class>/<image> (split defaults to its base name), or a dict
+    {'x': uint8 (N, H, W, 3), 'y': (N,) int, optional 'classes': names} (names
+    <index:06d>.png; split defaults to 'train').
+  style: a folder of images (any layout), or a uint8 array (M, h, w, 3) (e.g.
+    `textures(...)`). Each style image is resized to its content image's size.
+  method: 'adain' (needs variables=(encoder, decoder) of models.adain) or 'fourier'.
+  size: resize content images to size x size first (None: keep their size; adain then
+    compiles once per distinct image size).
+  limit: stop after writing this many new images (as if killed); a later call resumes.
+  tar: at the end, also out/<split>.tar. Returns {'total', 'written', 'skipped', 'tar'}.
+  """
+  check_alpha(alpha)
+  stylizer = make_stylizer(method, alpha, variables)
+  if isinstance(style, (str, os.PathLike)):
+    style_paths = list_styles(style)
+    n_styles = len(style_paths)
+    get_style = lambda k: read_rgb(style_paths[k], 'style image')
+  else:
+    style = np.asarray(style)
+    if style.ndim != 4 or not len(style):
+      raise ValueError(f'style images must be a non-empty (M, h, w, 3) array, got shape '
+                       f'{style.shape}')
+    n_styles = len(style)
+    get_style = lambda k: style[k]
+
+  if isinstance(content, (str, os.PathLike)):
+    items = list_content(content)
+    split = split or os.path.basename(os.path.normpath(content))
+    entries = [(c, os.path.splitext(os.path.basename(p))[0] + '.png') for c, p in items]
+    get_content = lambda i: read_rgb(items[i][1], 'content image')
+  else:
+    x, y = np.asarray(content['x']), np.asarray(content['y'])
+    names = content.get('classes')
+    names = [str(k) for k in range(int(y.max()) + 1)] if names is None else list(names)
+    split = split or 'train'
+    entries = [(names[int(label)], f'{i:06d}.png') for i, label in enumerate(y)]
+    get_content = lambda i: x[i]
+  dupes = len(entries) - len(set(entries))
+  if dupes:
+    raise ValueError(f'{dupes} content images share an output name with another '
+                     '(same class, same file name apart from the extension)')
+
+  paths = [os.path.join(out, split, c, name) for c, name in entries]
+  for d in sorted({os.path.dirname(p) for p in paths}):
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):   # leftovers of a killed run
+      if f.startswith('.') and f.endswith(_TMP):
+        os.remove(os.path.join(d, f))
+  pending = [i for i, p in enumerate(paths) if not os.path.exists(p)]
+  written = 0
+  with tqdm(total=len(paths), initial=len(paths) - len(pending), unit='img',
+            desc=f'{method} {split}', disable=not progress) as bar:
+    for i in pending:
+      if limit is not None and written >= limit:
+        break
+      c = get_content(i)
+      if size:
+        c = _resize(c, size, size)
+      s = _resize(get_style(style_index(seed, i, n_styles)), *c.shape[:2])
+      _write_png(paths[i], stylizer(c, s))
+      written += 1
+      bar.update(1)
+  done = len(paths) - len(pending) + written == len(paths)
+  tar_path = _write_tar(out, split) if tar and done else None
+  return {'total': len(paths), 'written': written, 'skipped': len(paths) - len(pending),
+          'tar': tar_path}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  sub = parser.add_subparsers(dest='command', required=True)
+  d = sub.add_parser('dataset', help='write a stylized copy of an image folder')
+  d.add_argument('--content', required=True, help='folder <split>/<class>/<image>')
+  d.add_argument('--style', required=True, help='folder of style images')
+  d.add_argument('--out', required=True)
+  d.add_argument('--method', default='adain', choices=METHODS)
+  d.add_argument('--vgg', help="adain: pytorch-AdaIN's vgg_normalised.pth")
+  d.add_argument('--decoder', help="adain: pytorch-AdaIN's decoder.pth")
+  d.add_argument('--alpha', type=float, default=1.0)
+  d.add_argument('--seed', type=int, default=0)
+  d.add_argument('--size', type=int, default=None, help='resize content to size x size')
+  d.add_argument('--tar', action='store_true', help='also write out/<split>.tar')
+  t = sub.add_parser('textures', help='write procedural style images')
+  t.add_argument('--out', required=True)
+  t.add_argument('--n', type=int, default=1000)
+  t.add_argument('--size', type=int, default=256)
+  t.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  try:
+    if args.command == 'textures':
+      os.makedirs(args.out, exist_ok=True)
+      for i in tqdm(range(args.n), unit='img'):
+        path = os.path.join(args.out, f'texture_{args.seed}_{i:06d}.png')
+        if not os.path.exists(path):
+          _write_png(path, texture(args.seed, i, args.size))
+      return 0
+    variables = None
+    if args.method == 'adain':
+      if not (args.vgg and args.decoder):
+        raise ValueError('--method adain needs --vgg and --decoder')
+      from awesome_jax.models import adain  # pylint: disable=import-outside-toplevel
+      variables = adain.from_torch(args.vgg, args.decoder)
+    result = write_stylized(args.content, args.style, args.out, args.method,
+                            seed=args.seed, alpha=args.alpha, size=args.size,
+                            variables=variables, tar=args.tar)
+    print(result)
+    return 0
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())
