@@ -17,6 +17,10 @@ initialisations (vmap). Meta-gradient: `jax.grad` through the scan, optionally w
 `jax.checkpoint` on the scan body (memory flat in T) and truncated to the last
 `truncate` steps.
 
+Devices: with distill.shard, `Distiller.outer_step` is one jit over a 'data' mesh of all
+devices (awesome_jax/sharding.py): the real batch split over them, and the n_inits inits
+too when the device count divides n_inits; the learned state replicated.
+
 This module is the method and the distilled set's file format; the tasks that run it
 (data, checkpoints, evaluation, outputs) are in `awesome_jax/tasks/distill.py`.
 """
@@ -33,6 +37,7 @@ from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax.distilled_io import load_distilled  # noqa: F401  (the set's reader)
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
+from awesome_jax import sharding as sharding_lib
 
 
 class ConfigError(ValueError):
@@ -193,11 +198,24 @@ def check_config(config, data_shape=None, num_classes=None):
   if not d.random_init and d.n_inits != 1:
     raise ConfigError(f'distill.n_inits={d.n_inits}: fixed init (distill.random_init='
                       'False) trains exactly one init; set n_inits=1')
+  if d.get('shard', False):
+    check_sharding(config, jax.device_count())
+  if config.model.name not in models.REGISTRY:  # the zoo's nets carry batch statistics
+    raise ConfigError(f'model.name={config.model.name!r}: distillation trains '
+                      f'{", ".join(models.REGISTRY)} (nets without batch norm)')
   if data_shape is not None:
     try:
       models.build(config.model.name, num_classes, data_shape, **config.model.kwargs)
     except models.ModelError as err:
       raise ConfigError(f'{err} (data.name={config.data.name!r})') from None
+
+
+def check_sharding(config, num_devices):
+  """Raises ConfigError if distill.shard=True cannot split the real batch over devices."""
+  message = sharding_lib.indivisible('outer.batch_size', config.outer.batch_size,
+                                     num_devices)
+  if message:
+    raise ConfigError(message)
 
 
 # ------------------------------------------------------------------ training
@@ -226,7 +244,12 @@ class Distiller:
     if o.grad_clip > 0:
       tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
     self.tx = tx
+    self.mesh = None  # set with distill.shard: the devices' 'data' mesh
     self.outer_step = jax.jit(self._outer_step)
+    if d.get('shard', False):
+      self.mesh = sharding_lib.data_mesh()
+      check_sharding(config, self.mesh.size)
+      self.outer_step = self._sharded_outer_step()
     self._train_nets = jax.jit(jax.vmap(self._train_one,
                                         in_axes=(0, None, None, None, None)))
     # test-set forwards only: the same function, faster where a twin exists
@@ -281,7 +304,10 @@ class Distiller:
     d = self.config.distill
     if not d.random_init:
       return state['init_params']
-    return jax.vmap(self.init_params)(jax.random.split(key, d.n_inits))
+    params0 = jax.vmap(self.init_params)(jax.random.split(key, d.n_inits))
+    if self.mesh is not None and d.n_inits % self.mesh.size == 0:
+      params0 = sharding_lib.constrain_leading(params0, self.mesh)  # inits split too
+    return params0
 
   def loss_fn(self, learned, params0, real_x, real_y):
     d = self.config.distill
@@ -302,6 +328,25 @@ class Distiller:
     if 'raw_momentum' in state['learned']:
       metrics['momentum'] = jax.nn.sigmoid(state['learned']['raw_momentum'])
     return new, metrics
+
+  def _sharded_outer_step(self):
+    """`_outer_step` jitted over the mesh: the real batch split along 'data', the
+    learned state and key replicated; XLA reduces the loss and meta-gradient."""
+    rep = sharding_lib.replicated(self.mesh)
+    split = sharding_lib.split_leading(self.mesh)
+    step = jax.jit(self._outer_step, in_shardings=(rep, split, split, rep),
+                   out_shardings=(rep, rep))
+
+    def outer_step(state, real_x, real_y, key):
+      # the batch actually drawn (EpochBatches caps it at the training set's size)
+      message = sharding_lib.indivisible('outer.batch_size', len(real_x), self.mesh.size)
+      if message:
+        raise ConfigError(message)
+      return step(jax.device_put(state, rep), jax.device_put(real_x, split),
+                  jax.device_put(real_y, split), jax.device_put(key, rep))
+
+    outer_step.jitted = step  # for tests: its compile cache
+    return outer_step
 
   def _train_one(self, params0, xs, ys, lrs, momentum):
     return inner_sgd(self.apply, params0, xs, ys, lrs, momentum=momentum)

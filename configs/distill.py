@@ -55,6 +55,9 @@ def get_config(preset='mnist_momentum'):
   c.distill.image_init = 'noise'  # noise (N(0,1), as the paper) | real (random real images)
   c.distill.remat = False         # jax.checkpoint the scan body: memory flat in T
   c.distill.truncate = 0          # backprop through the last N inner steps (0 = all)
+  c.distill.shard = False         # split each real batch (and the n_inits inits, when the
+                                  # device count divides them) over a 'data' mesh of all
+                                  # devices; outer.batch_size must divide by the count
 
   c.outer = ml_collections.ConfigDict()
   c.outer.steps = 2000            # outer (meta) iterations; the paper: ~23,600 (400 epochs)
