@@ -1,4 +1,5 @@
-"""Supervised training of any Flax classifier: edge-popup supermasks and dense baselines.
+"""Supervised training of any Flax classifier: edge-popup supermasks, dense baselines, the
+CIFAR ResNets and ViTs of the classify task.
 
 State is a plain dict: step, params (what the optimizer trains: scores for masked
 layers, weights for dense ones), opt, and when the model has them 'frozen' (the random
@@ -19,7 +20,13 @@ class TrainConfigError(ValueError):
   """A training config field has an impossible value."""
 
 
-OPTIMIZERS = ('sgd', 'adam')
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+
+
+def option(t, name, default):
+  """Field `name` of the train config `t`, or `default` where it has none: label_smoothing,
+  grad_clip and decay_1d_params are optional; configs without them train as before."""
+  return t[name] if name in t else default
 
 
 def check_train_config(t):
@@ -31,15 +38,43 @@ def check_train_config(t):
       raise TrainConfigError(f'train.{name}={t[name]!r}: must be > 0')
   if t.weight_decay < 0:
     raise TrainConfigError(f'train.weight_decay={t.weight_decay!r}: must be >= 0')
+  smoothing = option(t, 'label_smoothing', 0.0)
+  if not 0 <= smoothing < 1:
+    raise TrainConfigError(f'train.label_smoothing={smoothing!r}: must be in [0, 1)')
+  clip = option(t, 'grad_clip', 0.0)
+  if clip < 0:
+    raise TrainConfigError(f'train.grad_clip={clip!r}: must be >= 0 (0 = no clipping)')
 
 
-def make_optimizer(t, total_steps):
-  """SGD (momentum) or Adam with cosine lr decay to 0 over `total_steps`; weight decay
-  added to the gradient before momentum (as torch.optim.SGD does)."""
-  schedule = optax.cosine_decay_schedule(t.lr, max(total_steps, 1))
-  opt = (optax.sgd(schedule, momentum=t.momentum or None) if t.optimizer == 'sgd'
-         else optax.adam(schedule))
-  return optax.chain(optax.add_decayed_weights(t.weight_decay), opt)
+def make_schedule(lr, total_steps, warmup_steps=0):
+  """Cosine decay from `lr` to 0 over `total_steps`; with `warmup_steps`, a linear ramp
+  from 0 first (the cosine then spans the remaining steps)."""
+  if not warmup_steps:
+    return optax.cosine_decay_schedule(lr, max(total_steps, 1))
+  return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps,
+                                            max(total_steps, warmup_steps + 1))
+
+
+def decay_mask(params):
+  """True for the weight matrices and kernels, False for biases and norm scales (1-D)."""
+  return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(t, total_steps, warmup_steps=0):
+  """SGD (momentum) or Adam with weight decay added to the gradient before momentum (as
+  torch.optim.SGD does), or AdamW (decoupled decay; train.decay_1d_params=False spares
+  biases and norm scales); cosine lr decay to 0 over `total_steps` after `warmup_steps`
+  of linear warm-up; train.grad_clip > 0 clips the gradient's global norm first."""
+  schedule = make_schedule(t.lr, total_steps, warmup_steps)
+  if t.optimizer == 'adamw':
+    mask = None if option(t, 'decay_1d_params', True) else decay_mask
+    tx = optax.adamw(schedule, weight_decay=t.weight_decay, mask=mask)
+  else:
+    opt = (optax.sgd(schedule, momentum=t.momentum or None) if t.optimizer == 'sgd'
+           else optax.adam(schedule))
+    tx = optax.chain(optax.add_decayed_weights(t.weight_decay), opt)
+  clip = option(t, 'grad_clip', 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
 
 def augment(key, x, pad=4):
@@ -54,27 +89,50 @@ def augment(key, x, pad=4):
   return jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
 
-def cross_entropy(logits, labels):
-  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1))
+def cross_entropy(logits, labels, label_smoothing=0.0):
+  """Mean cross-entropy with integer labels; `label_smoothing` s puts 1 - s on the label
+  and s spread evenly over all classes."""
+  logp = jax.nn.log_softmax(logits)
+  if not label_smoothing:
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], -1))
+  nll = -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]
+  return jnp.mean((1 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, -1))
+
+
+def uses_dropout(model):
+  """Whether `model` (a Flax module) has a dropout rate > 0, so needs a 'dropout' rng."""
+  return any(getattr(model, f, 0) for f in ('dropout_rate', 'attention_dropout_rate'))
 
 
 class Trainer:
-  """Trains `model` (a Flax module taking (x, train)) with config section `t`."""
+  """Trains `model` (a Flax module taking (x, train)) with config section `t`.
 
-  def __init__(self, model, t, input_shape, total_steps):
+  `warmup_steps`: linear lr warm-up before the cosine decay. `extra_augment(key, x) -> x`:
+  applied to each training batch after the crop + flip of `t.augment` (None: nothing).
+  """
+
+  def __init__(self, model, t, input_shape, total_steps, warmup_steps=0, extra_augment=None):
     self.model, self.t, self.input_shape = model, t, tuple(input_shape)
-    self.tx = make_optimizer(t, total_steps)
+    self.lr_schedule = make_schedule(t.lr, total_steps, warmup_steps)
+    self.tx = make_optimizer(t, total_steps, warmup_steps)
+    self.extra_augment = extra_augment
+    self.label_smoothing = option(t, 'label_smoothing', 0.0)
+    self.dropout = uses_dropout(model)
     self.train_step = jax.jit(self._train_step)
     self._correct = jax.jit(self._correct_fn)
 
-  def init_state(self, key):
+  def init_state(self, key, fast_rng_compile=None):
+    """The initial state; `fast_rng_compile` (default: the model's attribute of that
+    name) draws the init with the classic threefry stream (see below)."""
     init = jax.jit(lambda k: self.model.init({'params': k}, jnp.zeros((1,) + self.input_shape),
                                              train=False))
     # XLA:CPU takes ~2.5 s to compile each partitionable-threefry draw (jax 0.10): a
     # ResNet init (2 draws per layer) would compile for minutes. The classic threefry
     # stream compiles 7x faster; it is a different (equally good) random stream.
-    stream = (jax.threefry_partitionable(False)
-              if getattr(self.model, 'fast_rng_compile', False) else contextlib.nullcontext())
+    if fast_rng_compile is None:
+      fast_rng_compile = getattr(self.model, 'fast_rng_compile', False)
+    stream = (jax.threefry_partitionable(False) if fast_rng_compile
+              else contextlib.nullcontext())
     with stream:
       variables = init(key)
     state = {'step': jnp.zeros((), jnp.int32), 'params': variables['params'],
@@ -95,14 +153,18 @@ class Trainer:
   def _train_step(self, state, x, y, key):
     if self.t.augment:
       x = augment(key, x)
+    if self.extra_augment is not None:
+      x = self.extra_augment(jax.random.fold_in(key, 2), x)
+    rngs = {'dropout': jax.random.fold_in(key, 1)} if self.dropout else {}
 
     def loss_fn(params):
       v = self.variables(state, params)
       if 'batch_stats' in state:
-        logits, updates = self.model.apply(v, x, train=True, mutable=['batch_stats'])
+        logits, updates = self.model.apply(v, x, train=True, mutable=['batch_stats'],
+                                           rngs=rngs)
       else:
-        logits, updates = self.model.apply(v, x, train=True), {}
-      return cross_entropy(logits, y), (logits, updates)
+        logits, updates = self.model.apply(v, x, train=True, rngs=rngs), {}
+      return cross_entropy(logits, y, self.label_smoothing), (logits, updates)
 
     (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state['params'])

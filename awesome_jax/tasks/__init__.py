@@ -11,6 +11,7 @@ library modules beside this package: `distill`, `baselines`, `supermask`, `shape
 | distill_eval | train fresh nets on a saved distilled set | tasks/distill.py |
 | edge_popup | subnetworks of random nets (Ramanujan et al. 2020) | tasks/edge_popup.py |
 | edge_popup_sweep | edge-popup over a grid of keep fractions and inits | tasks/edge_popup.py |
+| classify | train a CIFAR ResNet or ViT, or fine-tune one (Tuli et al. 2021) | tasks/classify.py |
 | shape_bias | cue-conflict shape bias vs humans (Geirhos et al. 2019; Tuli et al. 2021) | tasks/shape_bias.py |
 """
 
@@ -23,6 +24,7 @@ TASKS = {
     'edge_popup': ('edge_popup', 'run', 'check'),
     'edge_popup_sweep': ('edge_popup', 'sweep', 'check_sweep'),
     'shape_bias': ('shape_bias', 'run', 'check'),
+    'classify': ('classify', 'run', 'check'),
 }
 
 
