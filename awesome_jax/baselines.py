@@ -61,7 +61,10 @@ def arrange_like_distilled(images, steps, per_step_per_class):
 
 def evaluate_all(distiller, x_train, y_train, x_test, y_test, config):
   """{method: {lr, val_acc, test_acc_mean, test_acc_std}} for every baseline."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   d, e = config.distill, config.eval
+  bar = tqdm(total=len(METHODS) * (len(e.baseline_lrs) + 1), desc='baselines',
+             disable=not config.get('progress_bar', False))
   val_idx, pool_idx = distill_lib.split_val(len(x_train), e.val_size, config.seed)
   pool_x, pool_y = x_train[pool_idx], y_train[pool_idx]
   per_class = d.images_per_class_per_step * d.steps
@@ -85,12 +88,15 @@ def evaluate_all(distiller, x_train, y_train, x_test, y_test, config):
                                      y_train[val_idx], momentum=beta).mean()
       if best is None or val > best[1]:
         best = (lr, val)
+      bar.update()
     lrs = jnp.full((distiller.total_steps,), best[0], jnp.float32)
     accs = distiller.train_and_test(test_inits, xs, ys, lrs, x_test, y_test, momentum=beta)
+    bar.update()
     results[method] = {'lr': float(best[0]), 'val_acc': float(best[1]),
                        'momentum': float(d.momentum),
                        'test_acc_mean': float(accs.mean()), 'test_acc_std': float(accs.std()),
                        'eval_nets': int(len(accs))}
+  bar.close()
   return results
 
 

@@ -128,6 +128,9 @@ def run(config: ml_collections.ConfigDict, workdir: str):
     if done % config.checkpoint_every == 0 or done == config.outer.steps:
       checkpointer.save(done, state)
   distill_seconds = time.time() - t0
+  bar.close()
+  print(f'evaluating: {e.num_inits} fresh nets trained on the distilled set'
+        + (', then the same-budget baselines' if e.baselines else ''), flush=True)
 
   final = {}
   if select_val:  # the last set competes with the best periodic one, on validation
