@@ -91,10 +91,6 @@ def _fail(path, problem, hint=ACCEPTED):
   raise DistilledFileError(f'{path}: {problem}; {hint}')
 
 
-def _one_line(e):
-  return ' '.join(str(e).split())
-
-
 def _check_file(path):
   if os.path.isdir(path):
     _fail(path, 'is a directory, not a file')
@@ -113,7 +109,7 @@ def detect_format(path):
       with zipfile.ZipFile(path) as z:
         names = z.namelist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-      _fail(path, f'a corrupt zip ({_one_line(e)})')
+      _fail(path, f'a corrupt zip ({pretrained.one_line(e)})')
     if any(n == 'data.pkl' or n.endswith('/data.pkl') for n in names):
       return 'torch'
     arrays = {n[:-len('.npy')] for n in names if n.endswith('.npy')}
@@ -145,9 +141,9 @@ def _read_npz(path):
   except ValueError as e:
     if 'allow_pickle' in str(e):
       _fail(path, 'holds pickled (object) arrays, which are not read')
-    _fail(path, f'a corrupt npz ({_one_line(e)})')
+    _fail(path, f'a corrupt npz ({pretrained.one_line(e)})')
   except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as e:
-    _fail(path, f'a corrupt npz ({_one_line(e)})')
+    _fail(path, f'a corrupt npz ({pretrained.one_line(e)})')
 
 
 def _text(value, key, path):
@@ -401,7 +397,7 @@ def _from_torch(path, keywords):
   try:
     obj = pretrained.read_torch_object(path)
   except pretrained.CheckpointFormatError as e:
-    raise DistilledFileError(f'{_one_line(e)}; {ACCEPTED}') from None
+    raise DistilledFileError(f'{pretrained.one_line(e)}; {ACCEPTED}') from None
   steps = _torch_steps(obj, path)
   num_batches = _period(steps)
   x = np.stack([np.transpose(d, (0, 2, 3, 1)) for d, _, _ in steps[:num_batches]])

@@ -30,6 +30,11 @@ _STORAGE_DTYPES = {
 }
 
 
+def one_line(e):
+  """An exception's message with its line breaks and runs of spaces folded to one space."""
+  return ' '.join(str(e).split())
+
+
 class CheckpointFormatError(ValueError):
   """A file that is not a readable PyTorch checkpoint."""
 
@@ -169,8 +174,8 @@ def read_torch_object(path):
   except (pickle.UnpicklingError, EOFError, KeyError, IndexError, struct.error, MemoryError,
           RecursionError,
           AttributeError, TypeError, ValueError, OSError, zipfile.BadZipFile) as e:
-    reason = ' '.join(str(e).split())  # one line
-    raise CheckpointFormatError(f'{path}: not a readable PyTorch checkpoint ({reason})') from None
+    raise CheckpointFormatError(
+        f'{path}: not a readable PyTorch checkpoint ({one_line(e)})') from None
 
 
 def read_torch_state_dict(path):

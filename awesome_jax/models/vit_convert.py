@@ -113,7 +113,7 @@ def read_safetensors(path):
       arrays[name] = array.reshape(info['shape'])
     return arrays
   except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-    reason = ' '.join(str(e).split())
+    reason = pretrained.one_line(e)
     raise pretrained.CheckpointFormatError(
         f'{path}: not a readable safetensors file ({reason})') from None
 
@@ -126,7 +126,7 @@ def read_weights(path):
       with np.load(path, allow_pickle=False) as npz:
         arrays = {k: np.asarray(npz[k], np.float32) for k in npz.files}
     except (OSError, ValueError, TypeError, zipfile.BadZipFile) as e:
-      reason = ' '.join(str(e).split())
+      reason = pretrained.one_line(e)
       raise pretrained.CheckpointFormatError(
           f'{path}: not a readable .npz ({reason})') from None
     if any(k.startswith('params/') for k in arrays):

@@ -103,7 +103,8 @@ def _lite0_preprocessing(normalization):
 
 
 def model_fn(config, name, weights):
-  """(fn: uint8 NHWC images -> ImageNet logits, Preprocessing) of one zoo model."""
+  """(fn: uint8 NHWC images -> ImageNet logits, Preprocessing, {option: value} of the
+  model worth reporting, e.g. a ViT's GELU) of one zoo model."""
   from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
   override = config.model.get('preprocessing', '')
   model, variables, spec = zoo.load(name, weights, override)
@@ -111,16 +112,8 @@ def model_fn(config, name, weights):
     spec = _lite0_preprocessing(config.model.normalization)
   # the weights as an argument, not captured: captured arrays become compile-time constants
   forward = jax.jit(lambda v, x: model.apply(v, zoo.preprocess(x, spec)))
-  apply = functools.partial(forward, variables)
-  apply.model_options = {k: getattr(model, k) for k in ('gelu',) if hasattr(model, k)}
-  return apply, spec
-
-
-def model_fn_from_config(config):
-  """(name, fn: uint8 NHWC images -> ImageNet logits) for config.model."""
-  check_model(config)
-  name, weights = model_specs(config)[0]
-  return name, model_fn(config, name, weights)[0]
+  options = {k: getattr(model, k) for k in ('gelu',) if hasattr(model, k)}
+  return functools.partial(forward, variables), spec, options
 
 
 def evaluate_model(logits_fn, stimuli, batch_size=64, progress=True):
@@ -162,12 +155,12 @@ def run(config, workdir, logits_fn=None):
   per_model, cue_trials, kappas, humans_cue = {}, {}, {}, None
   for name, weights in specs:
     if logits_fn is None:
-      fn, spec = model_fn(config, name, weights)
+      fn, spec, options = model_fn(config, name, weights)
       prep = {'name': spec.name, 'resize': spec.resize, 'crop': spec.crop,
               'mean': list(spec.mean), 'std': list(spec.std), 'description': zoo.describe(spec)}
       if name == 'efficientnet_lite0' and not config.model.get('preprocessing', ''):
         prep['normalization'] = config.model.normalization
-      prep.update(getattr(fn, 'model_options', {}))
+      prep.update(options)
     else:
       fn, prep = logits_fn, {'description': 'given by the caller (logits_fn)'}
     results = {'model': name, 'weights': weights, 'preprocessing': prep, 'rules': RULES,
