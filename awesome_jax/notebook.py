@@ -1,6 +1,6 @@
 """What the notebooks in colabs/ call besides the tasks: figures inline, tiny inputs.
 
-`show(path)` displays a PNG in a notebook (IPython) and prints its path elsewhere;
+`show(path)` prints a PNG's path and, inside a notebook (an IPython kernel), shows it;
 `tiny_cue_conflict(root)` writes a small generated stand-in for the cue-conflict
 stimuli and human decisions, and `colour_model` is a fake model that answers by colour:
 together they run the shape-bias task end to end in seconds, without the real data.
@@ -17,13 +17,16 @@ TINY_COLOURS = {'cat': (220, 30, 30), 'dog': (30, 30, 220), 'car': (30, 200, 30)
 
 
 def show(path):
-  """Displays the image at `path` inline in a notebook, else prints the path."""
+  """Prints the path of the image at `path`; inside a notebook also shows it inline."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such figure')
+  print(f'figure: {path}')
   try:
+    import IPython  # pylint: disable=g-import-not-at-top
     from IPython import display  # pylint: disable=g-import-not-at-top
-  except ImportError:  # a plain Python process (the notebook tests)
-    print(f'figure: {path}')
+  except ImportError:  # IPython not installed: the path is all there is
+    return
+  if IPython.get_ipython() is None:  # installed, but a plain Python process
     return
   display.display(display.Image(filename=path))
 

@@ -5,7 +5,7 @@ The code cells are run in order in one namespace (as one kernel would) by a fres
 raises makes it exit non-zero, naming the cell. Plain `exec` instead of a Jupyter
 kernel (nbclient + ipykernel): no extra dependencies and no kernel start-up, and the
 notebooks use no IPython syntax (checked below), so what runs here is what Colab runs;
-figures go through `awesome_jax.notebook.show`, which prints the path without IPython.
+figures go through `awesome_jax.notebook.show`, which prints the path (and shows it only in a kernel).
 """
 
 import json
@@ -97,3 +97,23 @@ def test_a_cell_that_raises_fails_the_run(tmp_path):
   assert proc.returncode == 1
   assert 'CELL 2 FAILED' in proc.stdout and 'ValueError: boom' in proc.stderr
   assert 'CELL 3' not in proc.stdout  # nothing runs after it
+
+
+def test_show_prints_the_path_and_displays_only_inside_a_kernel(tmp_path, monkeypatch, capsys):
+  import types  # pylint: disable=g-import-not-at-top
+  from awesome_jax import notebook  # pylint: disable=g-import-not-at-top
+  png = tmp_path / 'f.png'
+  png.write_bytes(b'\x89PNG')
+  shown = []
+  display = types.SimpleNamespace(display=shown.append, Image=lambda filename: filename)
+  shell = [None]
+  ipython = types.SimpleNamespace(get_ipython=lambda: shell[0], display=display)
+  monkeypatch.setitem(sys.modules, 'IPython', ipython)
+  monkeypatch.setitem(sys.modules, 'IPython.display', display)
+  notebook.show(str(png))  # IPython installed, but no kernel (a CI's Python)
+  assert capsys.readouterr().out == f'figure: {png}\n' and not shown
+  shell[0] = object()
+  notebook.show(str(png))
+  assert shown == [str(png)]
+  with pytest.raises(FileNotFoundError, match='no such figure'):
+    notebook.show(str(tmp_path / 'missing.png'))
