@@ -315,8 +315,11 @@ class Distiller:
                      fixed_labels=self.fixed_labels, num_classes=self.num_classes,
                      remat=d.remat, truncate=d.truncate, momentum=d.momentum)
 
-  def _outer_step(self, state, real_x, real_y, key):
-    params0 = self.inits_for_step(state, key)
+  def _outer_step(self, state, real_x, real_y, key, params0=None):
+    """One meta-gradient step. params0: the inits to train from (a leading axis over
+    nets, e.g. pretrained nets sampled by the caller); None = the config's own inits."""
+    if params0 is None:
+      params0 = self.inits_for_step(state, key)
     (loss, acc), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
         state['learned'], params0, real_x, real_y)
     updates, opt = self.tx.update(grads, state['opt'], state['learned'])
