@@ -39,6 +39,16 @@ def test_adaptation_beats_the_source_only_nets_and_random_real_images(tmp_path):
   z = distill.load_distilled(str(tmp_path / 'distilled.npz'))
   assert str(z['application']) == 'distill_adapt' and str(z['source']) == 'digits-transpose'
   assert json.loads((tmp_path / 'results.json').read_text())['rows'] == rows
+  # the saved set and test nets alone give the same numbers back
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'recheck', os.path.join(os.path.dirname(__file__), '..', 'scripts',
+                              'recheck_application.py'))
+  recheck = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(recheck)
+  _, again = recheck.recheck(str(tmp_path))
+  for row in ('before', 'distilled'):
+    np.testing.assert_allclose(again[row]['acc_all'], rows[row]['acc_all'], atol=1e-6)
 
 
 def test_poisoning_flips_the_attacked_class_more_than_its_baseline(tmp_path):

@@ -147,8 +147,9 @@ def config_fields():
           open_sections.add(path + '.')
         walk(path + '.', value)
 
-  for name in ('distill', 'edge_popup', 'shape_bias'):
-    walk('', importlib.import_module(f'configs.{name}').get_config())
+  for name in sorted(os.listdir(os.path.join(ROOT, 'configs'))):
+    if name.endswith('.py') and not name.startswith('_'):
+      walk('', importlib.import_module(f'configs.{name[:-3]}').get_config())
   return paths, tuple(open_sections)
 
 

@@ -19,7 +19,8 @@ Steps, each resumable in the workdir:
    after the steps on random real images with the attacked class labelled as the target
    (the baseline).
 Outputs: distilled.npz (+ what it was made for), distilled.png, results.json,
-results.png (the comparison as bars), metrics.jsonl.
+results.png (the comparison as bars), test_nets.npz (the nets the numbers were measured
+on: scripts/recheck_application.py re-checks from these files alone), metrics.jsonl.
 """
 
 import json
@@ -354,6 +355,11 @@ def run(config, workdir):
   distill_task.save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'],
                          z['lrs'], z['lr_params'], z.get('momentum'))
   plot(os.path.join(workdir, 'results.png'), results)
+  # the nets the numbers are measured on: with distilled.npz, a re-check needs nothing else
+  # (scripts/recheck_application.py)
+  app.save_pool(os.path.join(workdir, 'test_nets.npz'), test_pool,
+                {'source': source.name, 'model': config.model.name,
+                 'kind': config.pretrain.kind})
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   print(summary(results))
