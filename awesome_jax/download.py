@@ -10,6 +10,9 @@ temporary name and renamed only once it checks out, so the cache never holds a
 partial or wrong file. Files already there and valid are not fetched again. The
 mirrors of a file are tried in order; if all fail, one `DataError` line lists every
 URL tried and why it failed. Only the standard library speaks HTTP.
+
+The cue-conflict stimuli and human decisions of the shape-bias study come from GitHub
+archives instead: `awesome_jax.download_cue_conflict`.
 """
 
 import dataclasses
@@ -113,8 +116,9 @@ def _http_failure(e):
   return f'{type(e).__name__}: {e}'
 
 
-def _save_url(url, tmp_path, name, progress):
-  """Streams `url` into `tmp_path`. Returns None, or why it failed."""
+def save_url(url, tmp_path, name, progress):
+  """Streams `url` (http(s):// or file://) into `tmp_path`. Returns None, or why it failed
+  in a few words; `name` labels the progress bar."""
   request = urllib.request.Request(url, headers={'User-Agent': 'awesome_jax'})
   try:
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, \
@@ -157,7 +161,7 @@ def fetch(remote, folder, progress=True):
   try:
     for mirror in remote.mirrors:
       url = mirror + remote.name
-      failure = _save_url(url, tmp_path, remote.name, progress)
+      failure = save_url(url, tmp_path, remote.name, progress)
       if failure is None:
         got = file_checksum(tmp_path, remote.checksum)
         if got == remote.checksum.lower():

@@ -21,10 +21,13 @@ def get_config(preset='lite0'):
   c.conditions = 'cue-conflict,edge,silhouette'  # comma-separated subset
 
   c.data = ml_collections.ConfigDict()
-  # stimuli_root/{stimuli,edges,silhouettes}/<shape class>/<name>.png
-  c.data.stimuli_root = '../shared/data/cue_conflict'
-  # humans_root/{cue-conflict,edge,silhouette}/*.csv ('' = no human comparison)
-  c.data.humans_root = '../shared/data/human_decisions'
+  # stimuli_root/{stimuli,edges,silhouettes}/<shape class>/<name>.png ('' = the published
+  # stimuli, fetched once from GitHub into $AWESOME_JAX_DATA or ~/.cache/awesome_jax, as
+  # cue_conflict/; awesome_jax/download_cue_conflict.py); a folder named here must exist
+  c.data.stimuli_root = ''
+  # humans_root/{cue-conflict,edge,silhouette}/*.csv ('' = the published decisions, fetched
+  # like the stimuli, as human_decisions/; 'none' = no human comparison)
+  c.data.humans_root = ''
 
   c.mapping = ''                  # 16-class table JSON ('' = the shipped WordNet table)
   c.strict_labels = False         # True: decision CSVs with responses other than the 16

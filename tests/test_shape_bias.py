@@ -207,7 +207,7 @@ def stimulus_tree(tmp_path, classes=('cat', 'dog'), humans=True):
       sb.write_decisions_csv(folder / f'{subj}.csv', t)
   config = shape_bias_configs.get_config()
   config.data.stimuli_root = str(tmp_path / 'cue_conflict')
-  config.data.humans_root = str(tmp_path / 'humans') if humans else ''
+  config.data.humans_root = str(tmp_path / 'humans') if humans else 'none'
   config.conditions = 'cue-conflict'
   config.progress_bar = False
   return config

@@ -7,7 +7,10 @@ human, JS distances of the error distributions, the human reference numbers, the
 and preprocessing used), shape_bias.png (the Geirhos figure) and kappa.png.
 
 Every input (stimulus files, human CSVs, the mapping) is read and checked before the
-model runs; a bad one raises `shape_bias.StimulusError` with one line naming it.
+model runs; a bad one raises `shape_bias.StimulusError` with one line naming it. An empty
+data.stimuli_root or data.humans_root reads the published files, fetched once into the
+cache folder (`awesome_jax.download_cue_conflict`); a configured folder that does not
+exist is an error, never a reason to download.
 """
 
 import functools
@@ -217,16 +220,17 @@ def evaluate_condition(fn, name, cond, stimuli, humans, mapping, config, workdir
 def read_inputs(config, conditions):
   """({condition: (stimuli, humans)}, mapping), every file read and checked, so that a bad
   input fails in seconds with one line, not after the model has run."""
+  stimuli_root, humans_root = data_roots(config, conditions)
   inputs = {}
   for cond in conditions:
     stim_dir, human_dir = CONDITIONS[cond]
-    stim_folder = data_folder(config, 'stimuli_root', stim_dir, cond,
+    stim_folder = data_folder(stimuli_root, 'stimuli_root', stim_dir, cond,
                               f'{stim_dir}/<class>/<name>.png')
     stimuli = sb.list_stimuli(stim_folder)
     sb.check_images([s[0] for s in stimuli])
     humans = {}
-    if config.data.humans_root:
-      folder = data_folder(config, 'humans_root', human_dir, cond, f'{human_dir}/*.csv')
+    if humans_root:
+      folder = data_folder(humans_root, 'humans_root', human_dir, cond, f'{human_dir}/*.csv')
       humans = sb.read_observers(folder, strict=config.get('strict_labels', False))
       keys = {s[1] for s in stimuli}
       for h, t in humans.items():
@@ -241,9 +245,33 @@ def read_inputs(config, conditions):
   return inputs, mapping
 
 
-def data_folder(config, field, sub, cond, layout):
-  """config.data.<field>/<sub>, or StimulusError saying which folder is missing."""
-  root = config.data[field]
+NO_HUMANS = 'none'  # data.humans_root value that skips the human comparison
+
+
+def data_roots(config, conditions):
+  """(stimuli_root, humans_root) to read: the configured folders; for an empty field the
+  published files, fetched once into the cache folder (awesome_jax.download_cue_conflict;
+  one line says where they came from); humans_root '' for data.humans_root='none'.
+
+  A configured folder is never replaced by a download, even when it does not exist.
+  """
+  roots = {'stimuli': config.data.stimuli_root, 'humans': config.data.humans_root}
+  for part, root in roots.items():  # a typo fails before anything is downloaded
+    if root and root != NO_HUMANS and not os.path.isdir(root):
+      raise sb.StimulusError(f'data.{part}_root={root}: not a directory')
+  parts = [part for part, root in roots.items() if not root]
+  if parts:
+    from awesome_jax import download_cue_conflict  # pylint: disable=g-import-not-at-top
+    fetched = download_cue_conflict.ensure(conditions, parts,
+                                           progress=config.get('progress_bar', True))
+    print(fetched.describe())
+    roots.update({part: getattr(fetched, f'{part}_root') for part in parts})
+  return roots['stimuli'], '' if roots['humans'] == NO_HUMANS else roots['humans']
+
+
+def data_folder(root, field, sub, cond, layout):
+  """root/<sub> (root: what config.data.<field> names), or StimulusError saying which
+  folder is missing."""
   if not os.path.isdir(root):
     raise sb.StimulusError(f'data.{field}={root}: not a directory')
   folder = os.path.join(root, sub)
@@ -253,7 +281,7 @@ def data_folder(config, field, sub, cond, layout):
         f'data.{field}={root}: no {sub}/ folder for condition {cond!r} (expected '
         f'{root}/{layout}; found: {", ".join(found[:8]) or "nothing"}'
         f'{", ..." if len(found) > 8 else ""})' +
-        ("; '' skips the human comparison" if field == 'humans_root' else ''))
+        (f"; '{NO_HUMANS}' skips the human comparison" if field == 'humans_root' else ''))
   return folder
 
 
