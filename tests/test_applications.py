@@ -123,6 +123,20 @@ def test_attack_metrics_and_relabel_on_a_hand_made_example():
   np.testing.assert_array_equal(y, [0, 0, 1, 2])  # not in place
 
 
+def test_the_training_twin_computes_the_same_net():
+  import jax  # pylint: disable=g-import-not-at-top
+  from awesome_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.build('lenet', 10, (28, 28, 1))
+  params = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))['params']
+  apply_twin, to_twin, from_twin = app.training_twin(model, (28, 28, 1))
+  x = np.random.default_rng(0).normal(size=(3, 28, 28, 1)).astype(np.float32)
+  np.testing.assert_allclose(apply_twin(to_twin(params), x),
+                             model.apply({'params': params}, x), atol=1e-4)
+  assert jax.tree_util.tree_structure(from_twin(to_twin(params))) == (
+      jax.tree_util.tree_structure(params))
+  assert app.training_twin(models.build('mlp', 10, (8, 8, 1)), (8, 8, 1)) is None
+
+
 def test_sampled_nets_depend_on_seed_and_step_only():
   pool = {'w': np.arange(10.0)[:, None]}
   a = app.sample_nets(pool, 3, seed=0, step=5)['w'][:, 0]

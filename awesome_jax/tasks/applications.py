@@ -188,7 +188,8 @@ def pools(config, distiller, source, folder):
   os.makedirs(folder, exist_ok=True)
   x = source.normalize(source.x_train)
   x_test = source.normalize(source.x_test)
-  trainer = app.NetTrainer(distiller.apply, p.lr, p.b1, p.b2)
+  trainer = app.NetTrainer(distiller.apply, p.lr, p.b1, p.b2,
+                           twin=app.training_twin(distiller.model, source.shape))
   stem = (f'{source.name}{source.shape[0]}_{config.model.name}_e{p.epochs}_b{p.batch_size}'
           f'_lr{p.lr:g}_s{p.seed}')
   wanted = [('train', 1 if p.kind == 'fixed' else p.num_train_nets, p.seed)]
@@ -317,7 +318,8 @@ def run(config, workdir):
     rows.update(rows_b)
   if adapt and e.finetune_epochs:
     trainer = app.NetTrainer(distiller.apply, config.pretrain.lr, config.pretrain.b1,
-                             config.pretrain.b2)
+                             config.pretrain.b2,
+                             twin=app.training_twin(distiller.model, target.shape))
     tuned_nets = trainer.train(test_pool, x_train, y_train, e.finetune_epochs,
                                config.pretrain.batch_size, config.seed + 5)
     rows['full_target'] = metric(app.predict(distiller.apply, tuned_nets, x_test))
