@@ -115,3 +115,32 @@ def test_sweep_csv_has_its_columns(path):
   assert sum(r['mode'] == 'dense' for r in rows) == 1
   for r in rows:
     assert 0 < float(r['keep_fraction']) <= 1 and 0 <= float(r['test_acc']) <= 1
+
+
+APPLICATIONS = sorted(glob.glob(os.path.join(RESULTS, 'applications', '*', '')))
+
+
+@pytest.mark.parametrize('folder', APPLICATIONS, ids=os.path.basename)
+def test_application_runs_have_their_set_rows_and_test_nets(folder):
+  from awesome_jax import applications as app  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(folder, 'results.json')) as f:
+    results = json.load(f)
+  keys = ['acc'] if results['task'] == 'distill_adapt' else [
+      'acc', 'attack_success', 'other_acc', 'acc_wrt_modified']
+  for row in ('before', 'distilled', 'random_real'):
+    for key in keys:
+      assert len(results['rows'][row][f'{key}_all']) == results['test_nets'], (row, key)
+  pool, _ = app.load_pool(os.path.join(folder, 'test_nets.npz'))
+  assert app.pool_size(pool) == results['test_nets']
+  z = distilled_io.load_distilled(os.path.join(folder, 'distilled.npz'))
+  assert DISTILLED_KEYS <= set(z) and str(z['application']) == results['task']
+
+
+def test_the_continual_run_has_its_accuracy_matrices():
+  with open(os.path.join(RESULTS, 'continual', 'split_mnist', 'results.json')) as f:
+    results = json.load(f)
+  assert set(results['kinds']) == {'none', 'random', 'distilled'}
+  for kind, r in results['kinds'].items():
+    matrix = np.asarray(r['accuracy_matrix'])
+    assert matrix.shape == (5, 5), kind
+    np.testing.assert_allclose(matrix[-1].mean(), r['average_accuracy'], atol=1e-6)
