@@ -19,7 +19,7 @@ from awesome_jax import download_cue_conflict as dcc
 from awesome_jax import shape_bias as sb
 from awesome_jax.tasks import shape_bias as shape_bias_task
 from configs import shape_bias as shape_bias_configs
-from tests.test_download import Server, closed_port_url
+from tests.test_download import cache, closed_port_url, server  # noqa: F401 (fixtures)
 
 TVS_COMMIT = 'a' * 40
 MVH_COMMIT = 'b' * 40
@@ -87,23 +87,6 @@ def zip_archive(top, files):
 
 def manifest(files):
   return {p: (len(b), hashlib.sha256(b).hexdigest()) for p, b in files.items()}
-
-
-@pytest.fixture
-def server(tmp_path):
-  root = tmp_path / 'www'
-  root.mkdir()
-  s = Server(root)
-  s.root = root
-  yield s
-  s.close()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-  folder = tmp_path / 'cache'
-  monkeypatch.setenv(download.CACHE_ENV, str(folder))
-  return folder
 
 
 @pytest.fixture

@@ -283,13 +283,7 @@ def run(config, workdir):
                                     jax.random.fold_in(base_key, step), params0)
     done = step + 1
     if done % config.log_every == 0 or done == config.outer.steps:
-      m = {k: float(v) for k, v in m.items()}
-      if not np.isfinite(m['meta_loss']):
-        raise FloatingPointError(
-            f'meta-loss is {m["meta_loss"]} at outer step {done}; lower outer.lr or '
-            'distill.init_lr, or set outer.grad_clip')
-      writer.write(done, {f'train/{k}': v for k, v in m.items()})
-      bar.set_postfix(loss=f'{m["meta_loss"]:.3f}', acc=f'{m["meta_acc"]:.3f}')
+      distill_task.log_outer_step(writer, bar, done, m)
     if done % config.checkpoint_every == 0 or done == config.outer.steps:
       checkpointer.save(done, state)
   bar.close()

@@ -31,6 +31,7 @@ from awesome_jax import data as data_lib
 from awesome_jax import distill as distill_lib
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
+from awesome_jax.tasks import distill as distill_tasks
 
 ConfigError = distill_lib.ConfigError
 
@@ -314,13 +315,9 @@ def distill_task(config, task, distiller, learner, writer, workdir):
                                     jax.random.fold_in(base_key, step))
     done = step + 1
     if done % d.log_every == 0 or done == d.outer_steps:
-      m = {name: float(v) for name, v in m.items()}
-      if not np.isfinite(m['meta_loss']):
-        raise FloatingPointError(
-            f'meta-loss is {m["meta_loss"]} at outer step {done} of task {k}; lower '
-            'memory.distill.lr or memory.distill.init_lr')
-      writer.write(done, {f'distill/task{k}/{name}': v for name, v in m.items()})
-      bar.set_postfix(loss=f'{m["meta_loss"]:.3f}', acc=f'{m["meta_acc"]:.3f}')
+      distill_tasks.log_outer_step(
+          writer, bar, done, m, prefix=f'distill/task{k}/', where=f' of task {k}',
+          advice='lower memory.distill.lr or memory.distill.init_lr')
     if done % d.checkpoint_every == 0 or done == d.outer_steps:
       checkpointer.save(done, state)
   bar.close()

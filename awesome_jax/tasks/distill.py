@@ -60,6 +60,20 @@ def save_grid(path, images, hard_labels, lrs=None, lr_names=None, momentum=None)
   fig.savefig(path, dpi=100)
 
 
+
+def log_outer_step(writer, bar, step, metrics, prefix='train/', where='',
+                   advice='lower outer.lr or distill.init_lr, or set outer.grad_clip'):
+  """Writes an outer step's metrics and shows loss / accuracy on the progress bar;
+  a non-finite meta-loss stops the run with one line (`where` says which run, `advice`
+  which fields to change)."""
+  m = {k: float(v) for k, v in metrics.items()}
+  if not np.isfinite(m['meta_loss']):
+    raise FloatingPointError(f'meta-loss is {m["meta_loss"]} at outer step {step}{where}; '
+                             f'{advice}')
+  writer.write(step, {f'{prefix}{k}': v for k, v in m.items()})
+  bar.set_postfix(loss=f'{m["meta_loss"]:.3f}', acc=f'{m["meta_acc"]:.3f}')
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
   """Distils a dataset; resumes from the newest checkpoint in `workdir` if any.
 
@@ -108,13 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
     state, m = distiller.outer_step(state, real_x, real_y, jax.random.fold_in(base_key, step))
     done = step + 1
     if done % config.log_every == 0 or done == config.outer.steps:
-      m = {k: float(v) for k, v in m.items()}
-      if not np.isfinite(m['meta_loss']):
-        raise FloatingPointError(
-            f'meta-loss is {m["meta_loss"]} at outer step {done}; lower outer.lr or '
-            'distill.init_lr, or set outer.grad_clip')
-      writer.write(done, {f'train/{k}': v for k, v in m.items()})
-      bar.set_postfix(loss=f'{m["meta_loss"]:.3f}', acc=f'{m["meta_acc"]:.3f}')
+      log_outer_step(writer, bar, done, m)
     if config.eval.every and done % config.eval.every == 0 and done < config.outer.steps:
       sets = [(x_test, y_test)] + ([(x_val, y_val)] if select_val else [])
       accs, *val_accs = _evaluate_sets(distiller, state, e.every_num_inits, e.seed, sets)
