@@ -20,6 +20,7 @@ This module holds the pieces the `distill_adapt` / `distill_attack` tasks
 an outer step, the attack's relabelling, and per-net metrics from predictions.
 """
 
+import functools
 import os
 
 import jax
@@ -140,9 +141,16 @@ def training_twin(model, input_shape):
           lambda p: {back[k]: v for k, v in p.items()})
 
 
+@functools.lru_cache(maxsize=8)
+def _predictor(apply_fn):
+  """One jitted vmap per apply_fn (a bound method hashes by its object), so repeated
+  evaluations reuse its compilation instead of tracing a new lambda each call."""
+  return jax.jit(jax.vmap(lambda p, xb: jnp.argmax(apply_fn(p, xb), -1), in_axes=(0, None)))
+
+
 def predict(apply_fn, params, x, batch_size=1000):
   """(N_nets, len(x)) predicted classes of every net of `params` (leading axis)."""
-  fn = jax.jit(jax.vmap(lambda p, xb: jnp.argmax(apply_fn(p, xb), -1), in_axes=(0, None)))
+  fn = _predictor(apply_fn)
   out = [np.asarray(fn(params, jnp.asarray(x[i:i + batch_size])))
          for i in range(0, len(x), batch_size)]
   return np.concatenate(out, axis=1)

@@ -34,11 +34,10 @@ def recheck(folder, data_dir='', source='auto'):
   pool, _ = app.load_pool(os.path.join(folder, 'test_nets.npz'))
   target = data_lib.load(results['target'], source, data_dir)
   xs = jnp.asarray(z['images_normalized'])
-  if tuple(target.shape) != tuple(xs.shape[2:]):
-    target = data_lib.Dataset(target.name, target.x_train[:1],
-                              target.y_train[:1], data_lib.resize(target.x_test, xs.shape[2]),
-                              target.y_test, target.num_classes, target.mean, target.std)
-  x_test = (target.x_test - z['mean']) / z['std']
+  x_test = target.x_test
+  if tuple(target.shape) != tuple(xs.shape[2:]):  # USPS under MNIST-sized nets: 28x28
+    x_test = data_lib.resize(x_test, xs.shape[2])
+  x_test = (x_test - z['mean']) / z['std']
   model = models.build(str(z['model']), z['targets'].shape[-1], xs.shape[2:],
                        **json.loads(str(z['model_kwargs'])))
   apply_fn = lambda p, x: model.apply({'params': p}, x)
