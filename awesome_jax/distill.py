@@ -25,6 +25,7 @@ This module is the method and the distilled set's file format; the tasks that ru
 (data, checkpoints, evaluation, outputs) are in `awesome_jax/tasks/distill.py`.
 """
 
+import functools
 import json
 import os
 
@@ -126,11 +127,95 @@ def targets_of(learned, fixed_labels, num_classes):
   return jax.nn.one_hot(fixed_labels, num_classes)
 
 
+def _chunks_of(real_x, real_y, chunk):
+  """(xs, ys, ws): the batch as ceil(B / chunk) equal chunks of at most `chunk` images
+  (zero images of weight 0 fill the last one), ws 1 for real images."""
+  b = real_x.shape[0]
+  n = -(-b // chunk)
+  size = -(-b // n)  # as even as possible: the least padding
+  pad = n * size - b
+  ws = jnp.ones((b,), jnp.float32)
+  if pad:
+    real_x = jnp.pad(real_x, ((0, pad),) + ((0, 0),) * (real_x.ndim - 1))
+    real_y = jnp.pad(real_y, (0, pad))
+    ws = jnp.pad(ws, (0, pad))
+  return (real_x.reshape((n, size) + real_x.shape[1:]), real_y.reshape(n, size),
+          ws.reshape(n, size).astype(real_x.dtype))
+
+
+def _chunk_sums(apply_fn, params, xc, yc, wc):
+  """Summed weighted cross-entropy and number of correct images of one chunk."""
+  logits = apply_fn(params, xc)
+  nll = -jnp.sum(jax.nn.one_hot(yc, logits.shape[-1], dtype=logits.dtype)
+                 * jax.nn.log_softmax(logits), axis=-1)
+  return jnp.sum(wc * nll), jnp.sum(wc * (jnp.argmax(logits, -1) == yc))
+
+
+def _real_loss_scan(apply_fn, params, real_x, real_y, chunk, with_grad):
+  xs, ys, ws = _chunks_of(real_x, real_y, chunk)
+
+  def body(carry, inp):
+    if with_grad:
+      (l, c), g = jax.value_and_grad(
+          lambda q: _chunk_sums(apply_fn, q, *inp), has_aux=True)(params)
+    else:
+      (l, c), g = _chunk_sums(apply_fn, params, *inp), None
+    return jax.tree_util.tree_map(jnp.add, carry, (l, c, g)), None
+
+  zero = jnp.zeros((), ws.dtype)
+  init = (zero, zero, jax.tree_util.tree_map(jnp.zeros_like, params) if with_grad else None)
+  (l, c, g), _ = jax.lax.scan(body, init, (xs, ys, ws))
+  b = real_x.shape[0]
+  return (l / b, c / b), (None if g is None else jax.tree_util.tree_map(lambda a: a / b, g))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def _chunked_real_loss(apply_fn, params, real_x, real_y, chunk):
+  return _real_loss_scan(apply_fn, params, real_x, real_y, chunk, False)[0]
+
+
+def _chunked_real_loss_fwd(apply_fn, params, real_x, real_y, chunk):
+  out, grads = _real_loss_scan(apply_fn, params, real_x, real_y, chunk, True)
+  return out, grads
+
+
+def _chunked_real_loss_bwd(apply_fn, chunk, grads, cotangents):
+  ct_loss, _ = cotangents  # accuracy has no gradient
+  return jax.tree_util.tree_map(lambda g: ct_loss * g, grads), None, None
+
+
+_chunked_real_loss.defvjp(_chunked_real_loss_fwd, _chunked_real_loss_bwd)
+
+
+def real_loss(apply_fn, params, real_x, real_y, chunk=0):
+  """(cross-entropy, accuracy) of the net `params` on the real batch (int labels).
+
+  chunk > 0 and < len(real_x): the batch goes through the net `chunk` images at a time
+  (a lax.scan; uneven batches get a zero-weighted padded last chunk), and the gradient
+  w.r.t. params is computed chunk by chunk in the same forward pass (a custom VJP that
+  keeps only that gradient, not the activations of the whole batch). Same values and
+  gradient as chunk=0 up to float rounding (sums in a different order); reverse mode
+  w.r.t. params only: the real batch is data and gets no gradient. On the 2-core CPU,
+  LeNet at batch 1024 (benchmarks/distill_speed.py --parts): chunks of 64-128 images ran
+  the real-batch forward + backward in 0.84-0.86x the time of one whole-batch pass (each
+  chunk's patch matrices, 5-10 MB instead of 80 MB, stay in cache) with 19-35 MB of
+  temporaries instead of 254 MB. The float32 sums are shorter, too: the MNIST
+  meta-gradient (n_inits 4, batch 1024) came out ~10x closer to its float64 value
+  (relative L2 error of d/dx 1.8e-4 instead of 1.7e-3).
+  """
+  if not 0 < chunk < real_x.shape[0]:
+    logits = apply_fn(params, real_x)
+    return cross_entropy(logits, real_y), jnp.mean(jnp.argmax(logits, -1) == real_y)
+  return _chunked_real_loss(apply_fn, params, jax.lax.stop_gradient(real_x), real_y, chunk)
+
+
 def meta_loss(learned, params0, real_x, real_y, *, apply_fn, fixed_labels, num_classes,
-              remat=False, truncate=0, momentum=0.0):
+              remat=False, truncate=0, momentum=0.0, real_chunk=0):
   """Mean real-batch loss (and accuracy) of nets trained from each of `params0`.
 
   params0 has a leading axis over initialisations; the nets are trained in a vmap.
+  real_chunk: > 0 puts the real batch through each trained net that many images at a
+  time (see `real_loss`); 0 = the whole batch at once.
   """
   lrs = jax.nn.softplus(learned['raw_lr'])
   ys = targets_of(learned, fixed_labels, num_classes)
@@ -139,8 +224,7 @@ def meta_loss(learned, params0, real_x, real_y, *, apply_fn, fixed_labels, num_c
   def one(p0):
     p = inner_sgd(apply_fn, p0, learned['x'], ys, lrs, remat=remat, truncate=truncate,
                   momentum=beta)
-    logits = apply_fn(p, real_x)
-    return cross_entropy(logits, real_y), jnp.mean(jnp.argmax(logits, -1) == real_y)
+    return real_loss(apply_fn, p, real_x, real_y, real_chunk)
 
   if jax.tree_util.tree_leaves(params0)[0].shape[0] == 1:  # skip vmap's overhead
     return one(jax.tree_util.tree_map(lambda a: a[0], params0))
@@ -220,6 +304,33 @@ def check_sharding(config, num_devices):
 
 # ------------------------------------------------------------------ training
 
+# Distiller's real-batch chunk on CPU (images; `real_loss`): 64-128 were the fastest of
+# 16-1024 for LeNet at batch 1024 on the 2-core CPU, 128 by ~5% in the real-batch pass
+REAL_CHUNK = 128
+
+
+@functools.lru_cache(maxsize=None)
+def outer_step_compiler_options():
+  """XLA options for the jitted outer step on CPU: {'xla_cpu_use_fusion_emitters': False}
+  where this XLA knows the option, else None (and None off CPU).
+
+  XLA:CPU's (default) MLIR fusion emitters held ~300 MB more at peak while compiling
+  the LeNet outer step (peak RSS of benchmarks/distill_speed.py --headline-only: ~840-950
+  vs ~530-590 MB; compiling the inner-loop meta-gradient alone: +183 vs +23 MB), and the
+  program ran as fast without them (2-core CPU, 30 interleaved runs: the whole outer step
+  1.01x; its real-batch part ~0.92x, its inner loop 1.09-1.12x). Same values up to float
+  rounding.
+  """
+  if jax.default_backend() != 'cpu':
+    return None
+  options = {'xla_cpu_use_fusion_emitters': False}
+  try:  # a later XLA may drop the option: compile without it then
+    jax.jit(lambda a: a + 1, compiler_options=options).lower(
+        jnp.zeros((), jnp.float32)).compile()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return options
+
 
 class Distiller:
   """Everything about one distillation problem that does not change during a run."""
@@ -245,10 +356,18 @@ class Distiller:
       tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
     self.tx = tx
     self.mesh = None  # set with distill.shard: the devices' 'data' mesh
-    self.outer_step = jax.jit(self._outer_step)
+    # the real batch through the trained nets REAL_CHUNK images at a time (`real_loss`) on
+    # CPU, unsharded, for nets without XLA convolutions; whole (0) on accelerators, over a
+    # mesh, and for nn.Conv nets (XLA:CPU ran them 2-50x slower inside the chunks' loop:
+    # LeNet conv_impl='xla' 2x, ConvNet at batch 256 50x)
+    self.real_chunk = (REAL_CHUNK if jax.default_backend() == 'cpu'
+                       and not self._has_xla_convolution() else 0)
+    self.outer_step = jax.jit(self._outer_step,
+                              compiler_options=outer_step_compiler_options())
     if d.get('shard', False):
       self.mesh = sharding_lib.data_mesh()
       check_sharding(config, self.mesh.size)
+      self.real_chunk = 0
       self.outer_step = self._sharded_outer_step()
     self._train_nets = jax.jit(jax.vmap(self._train_one,
                                         in_axes=(0, None, None, None, None)))
@@ -263,6 +382,12 @@ class Distiller:
   def init_params(self, key):
     dummy = jnp.zeros((1,) + self.data.shape, jnp.float32)
     return self.model.init(key, dummy)['params']
+
+  def _has_xla_convolution(self):
+    """Whether the net's forward holds an XLA convolution (nn.Conv), not matmul convs."""
+    params = jax.eval_shape(self.init_params, jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1,) + tuple(self.data.shape), jnp.float32)
+    return 'conv_general_dilated' in str(jax.make_jaxpr(self.apply)(params, x))
 
   def param_names(self):
     """'/'-joined paths of the param leaves, in the order of a (T, P) lr table."""
@@ -313,7 +438,8 @@ class Distiller:
     d = self.config.distill
     return meta_loss(learned, params0, real_x, real_y, apply_fn=self.apply,
                      fixed_labels=self.fixed_labels, num_classes=self.num_classes,
-                     remat=d.remat, truncate=d.truncate, momentum=d.momentum)
+                     remat=d.remat, truncate=d.truncate, momentum=d.momentum,
+                     real_chunk=self.real_chunk)
 
   def _outer_step(self, state, real_x, real_y, key, params0=None):
     """One meta-gradient step. params0: the inits to train from (a leading axis over
