@@ -136,11 +136,29 @@ def test_application_runs_have_their_set_rows_and_test_nets(folder):
   assert DISTILLED_KEYS <= set(z) and str(z['application']) == results['task']
 
 
-def test_the_continual_run_has_its_accuracy_matrices():
-  with open(os.path.join(RESULTS, 'continual', 'split_mnist', 'results.json')) as f:
+@pytest.mark.parametrize('run', ['split_mnist', 'permuted_mnist', 'permuted_mnist/seed1',
+                                 'permuted_mnist/seed2'])
+def test_the_continual_run_has_its_accuracy_matrices(run):
+  with open(os.path.join(RESULTS, 'continual', run, 'results.json')) as f:
     results = json.load(f)
   assert set(results['kinds']) == {'none', 'random', 'distilled'}
   for kind, r in results['kinds'].items():
     matrix = np.asarray(r['accuracy_matrix'])
     assert matrix.shape == (5, 5), kind
     np.testing.assert_allclose(matrix[-1].mean(), r['average_accuracy'], atol=1e-6)
+
+
+def test_the_permuted_mnist_table_is_the_mean_of_its_seeds():
+  """RESULTS.md's permuted-MNIST means are those of the three committed results.json."""
+  folder = os.path.join(RESULTS, 'continual', 'permuted_mnist')
+  runs = []
+  for sub in ('', 'seed1', 'seed2'):
+    with open(os.path.join(folder, sub, 'results.json')) as f:
+      runs.append(json.load(f)['kinds'])
+  with open(os.path.join(ROOT, 'RESULTS.md')) as f:
+    text = f.read()
+  for kind in ('none', 'random', 'distilled'):
+    acc = [100 * r[kind]['average_accuracy'] for r in runs]
+    assert f'{np.mean(acc):.2f} +/- {np.std(acc):.2f} %' in text, kind
+  memory = np.load(os.path.join(folder, 'distilled', 'memory.npz'))
+  assert memory['images'].shape == (400, 28, 28, 1)  # 100 for each of the 4 past tasks
