@@ -471,8 +471,10 @@ class Distiller:
       message = sharding_lib.indivisible('outer.batch_size', len(real_x), self.mesh.size)
       if message:
         raise ConfigError(message)
-      return step(jax.device_put(state, rep), jax.device_put(real_x, split),
-                  jax.device_put(real_y, split), jax.device_put(key, rep))
+      # each process hands over its own rows of the batch; the key goes to jit as it is
+      # (device_put cannot place a PRNG key on the devices of several processes)
+      return step(jax.device_put(state, rep), sharding_lib.put_batch(real_x, self.mesh),
+                  sharding_lib.put_batch(real_y, self.mesh), key)
 
     outer_step.jitted = step  # for tests: its compile cache
     return outer_step

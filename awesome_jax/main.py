@@ -3,6 +3,9 @@
 Picks the task named by `config.task` (the table in `awesome_jax/tasks/__init__.py`), saves the config in the workdir and runs it.
 Bad configs and bad data end with one line naming the field or file (exit code 2).
 `--dry_run` checks the config's fields (no data, no workdir written) and exits.
+Under a multi-host launcher (a TPU pod slice, Slurm, mpirun, JAX_COORDINATOR_ADDRESS), the
+same command runs on every host: jax.distributed is started first and only process 0
+writes files (awesome_jax/distributed.py).
 """
 
 import json
@@ -14,6 +17,7 @@ from absl import logging
 from absl import flags
 from ml_collections import config_flags
 
+from awesome_jax import distributed
 from awesome_jax import tasks
 
 FLAGS = flags.FLAGS
@@ -77,12 +81,14 @@ def main(argv):
       sys.exit(2)
     print(f'config OK: task {config.task} (--dry_run: no data read, {workdir} untouched)')
     return
+  distributed.maybe_initialize(os.environ)  # before the first use of a device
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):  # a restart: keep the config the run last ran with
-    os.replace(path, os.path.join(workdir, 'config.prev.json'))
-  with open(path, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if distributed.is_writer():
+    if os.path.exists(path):  # a restart: keep the config the run last ran with
+      os.replace(path, os.path.join(workdir, 'config.prev.json'))
+    with open(path, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
   print(config)
   try:
     run(config, workdir)

@@ -7,15 +7,24 @@ import numpy as np
 
 
 class MetricWriter:
-  """`write(step, {'name': value})` to TensorBoard and one JSON line per call."""
+  """`write(step, {'name': value})` to TensorBoard and one JSON line per call.
+
+  With several processes only process 0 writes; on the others the writer does nothing.
+  """
 
   def __init__(self, workdir):
+    from awesome_jax import distributed  # pylint: disable=g-import-not-at-top
+    self._tb = self._jsonl = None
+    if not distributed.is_writer():
+      return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     os.makedirs(workdir, exist_ok=True)
     self._tb = SummaryWriter(logdir=workdir)
     self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
 
   def write(self, step, metrics):
+    if self._jsonl is None:
+      return
     values = {k: float(np.asarray(v)) for k, v in metrics.items()}
     for k, v in values.items():
       self._tb.add_scalar(k, v, int(step))
@@ -23,8 +32,9 @@ class MetricWriter:
     self._jsonl.flush()
 
   def close(self):
-    self._tb.close()
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._tb.close()
+      self._jsonl.close()
 
 
 def read_jsonl(workdir):

@@ -5,15 +5,22 @@ State is a plain dict: step, params (what the optimizer trains: scores for maske
 layers, weights for dense ones), opt, and when the model has them 'frozen' (the random
 weights of masked layers, never updated) and 'batch_stats'. One jit-compiled
 `train_step(state, x, y, key) -> (state, metrics)`.
+
+Devices: with train.shard=True the same step is one jit over a 'data' mesh of all devices
+(awesome_jax/sharding.py): the batch split over them, the state replicated. XLA then sums
+the gradient and the batch-norm statistics over the devices, so a step computes what it
+computes on one device for the whole (global) batch, up to float32 summation order.
 """
 
 import contextlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from awesome_jax import metrics as metrics_lib
+from awesome_jax import sharding as sharding_lib
 
 
 class TrainConfigError(ValueError):
@@ -25,7 +32,7 @@ OPTIMIZERS = ('sgd', 'adam', 'adamw')
 
 def option(t, name, default):
   """Field `name` of the train config `t`, or `default` where it has none: label_smoothing,
-  grad_clip and decay_1d_params are optional; configs without them train as before."""
+  grad_clip, decay_1d_params and shard are optional; configs without them train as before."""
   return t[name] if name in t else default
 
 
@@ -44,6 +51,16 @@ def check_train_config(t):
   clip = option(t, 'grad_clip', 0.0)
   if clip < 0:
     raise TrainConfigError(f'train.grad_clip={clip!r}: must be >= 0 (0 = no clipping)')
+  if option(t, 'shard', False):
+    check_sharding(t.batch_size, jax.device_count())
+
+
+def check_sharding(batch_size, num_devices):
+  """Raises TrainConfigError if train.shard=True cannot split the batch over the devices."""
+  message = sharding_lib.indivisible('train.batch_size', batch_size, num_devices,
+                                     'train.shard')
+  if message:
+    raise TrainConfigError(message)
 
 
 def make_schedule(lr, total_steps, warmup_steps=0):
@@ -109,6 +126,7 @@ class Trainer:
 
   `warmup_steps`: linear lr warm-up before the cosine decay. `extra_augment(key, x) -> x`:
   applied to each training batch after the crop + flip of `t.augment` (None: nothing).
+  `t.shard` (optional, default False): data-parallel over all devices (module docstring).
   """
 
   def __init__(self, model, t, input_shape, total_steps, warmup_steps=0, extra_augment=None):
@@ -118,8 +136,17 @@ class Trainer:
     self.extra_augment = extra_augment
     self.label_smoothing = option(t, 'label_smoothing', 0.0)
     self.dropout = uses_dropout(model)
+    self.mesh = None  # set with train.shard: the devices' 'data' mesh
     self.train_step = jax.jit(self._train_step)
     self._correct = jax.jit(self._correct_fn)
+    if option(t, 'shard', False):
+      self.mesh = sharding_lib.data_mesh()
+      check_sharding(t.batch_size, self.mesh.size)
+      self.train_step = self._sharded_train_step()
+      self._correct = self._sharded_correct()
+    elif jax.process_count() > 1:
+      raise TrainConfigError(f'train.shard=False with {jax.process_count()} processes: each '
+                             'would train its own copy; set train.shard=True')
 
   def init_state(self, key, fast_rng_compile=None):
     """The initial state; `fast_rng_compile` (default: the model's attribute of that
@@ -140,6 +167,8 @@ class Trainer:
     for extra in ('frozen', 'batch_stats'):
       if extra in variables:
         state[extra] = variables[extra]
+    if self.mesh is not None:  # a copy on every device (of every process)
+      state = jax.device_put(state, sharding_lib.replicated(self.mesh))
     return state
 
   @staticmethod
@@ -176,9 +205,45 @@ class Trainer:
     metrics = {'loss': loss, 'acc': jnp.mean(jnp.argmax(logits, -1) == y)}
     return new, metrics
 
+  def _sharded_train_step(self):
+    """`_train_step` jitted over the mesh: the batch split along 'data', the state and
+    key replicated (and so is the new state)."""
+    rep = sharding_lib.replicated(self.mesh)
+    split = sharding_lib.split_leading(self.mesh)
+    step = jax.jit(self._train_step, in_shardings=(rep, split, split, rep),
+                   out_shardings=(rep, rep))
+
+    def train_step(state, x, y, key):
+      check_sharding(len(x), self.mesh.size)  # the batch drawn (capped at the set's size)
+      return step(state, sharding_lib.put_batch(x, self.mesh),
+                  sharding_lib.put_batch(y, self.mesh), key)
+
+    train_step.jitted = step  # for tests: its compile cache
+    return train_step
+
   def _correct_fn(self, variables, x, y):
     return jnp.sum(jnp.argmax(self.model.apply(variables, x, train=False), -1) == y)
 
+  def _sharded_correct(self):
+    """`_correct_fn` over the mesh; a batch that does not divide over the devices is
+    padded with rows of label -1, which never count as correct."""
+    rep = sharding_lib.replicated(self.mesh)
+    split = sharding_lib.split_leading(self.mesh)
+    correct = jax.jit(self._correct_fn, in_shardings=(rep, split, split), out_shardings=rep)
+
+    def count(variables, x, y):
+      x, y = np.asarray(x), np.asarray(y, np.int32)
+      pad = -len(x) % self.mesh.size
+      if pad:
+        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+        y = np.concatenate([y, np.full(pad, -1, np.int32)])
+      return correct(variables, sharding_lib.put_batch(x, self.mesh),
+                     sharding_lib.put_batch(y, self.mesh))
+
+    return count
+
   def accuracy(self, variables, x, y, batch_size=500):
+    if self.mesh is not None:  # a multiple of the device count
+      batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
     return metrics_lib.accuracy_in_batches(
         lambda xb, yb: self._correct(variables, xb, yb), x, y, batch_size)

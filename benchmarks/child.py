@@ -10,11 +10,13 @@ import subprocess
 import sys
 
 
-def run_child(script, flag, kw):
+def run_child(script, flag, kw, env=None):
   """Runs `python SCRIPT FLAG JSON(kw)`; returns its last stdout line, parsed as JSON.
-  Exits with the child's stderr tail if the child fails."""
+  `env`: environment variables set for the child only (e.g. XLA_FLAGS, which jax reads
+  once at start). Exits with the child's stderr tail if the child fails."""
   out = subprocess.run([sys.executable, os.path.abspath(script), flag, json.dumps(kw)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True,
+                       env=None if env is None else dict(os.environ, **env))
   if out.returncode:
     sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
   return json.loads(out.stdout.strip().splitlines()[-1])

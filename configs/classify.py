@@ -69,6 +69,8 @@ def get_config(preset='resnet20_cifar'):
   c.train.augment = True          # random crop (pad 4) + horizontal flip
   c.train.extra_augment = ''      # more augmentation after crop + flip ('' = none; the
                                   # names of tasks/classify.py:EXTRA_AUGMENTATIONS)
+  c.train.shard = False           # split each batch over all devices (of all hosts), state
+                                  # replicated; train.batch_size must divide by their count
 
   c.eval_every = 0                # steps between test evaluations (0 = every epoch)
   c.checkpoint_every = 100        # steps between checkpoints (also at every epoch's end)

@@ -50,6 +50,8 @@ def get_config(preset='conv4'):
   c.train.epochs = 100            # cosine decay over all of them
   c.train.max_steps = 0           # stop earlier (0 = epochs * steps per epoch)
   c.train.augment = True          # random crop (pad 4) + horizontal flip
+  c.train.shard = False           # split each batch over all devices (of all hosts), state
+                                  # replicated; train.batch_size must divide by their count
 
   c.sweep = ml_collections.ConfigDict()  # task edge_popup_sweep only
   c.sweep.keep_fractions = '0.1,0.3,0.5,0.7,0.9'

@@ -24,6 +24,7 @@ import numpy as np
 
 from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import data as data_lib
+from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 from awesome_jax import train as train_lib
@@ -284,12 +285,13 @@ def run(config, workdir):
   }
   spec = {'name': m.name, 'kwargs': kwargs, 'num_classes': dataset.num_classes,
           'input_shape': list(dataset.shape)}
-  save_trained(workdir, spec, jax.device_get(variables))
   writer.write(total, {'final/test_acc': results['test_acc']})
   writer.close()
   checkpointer.close()
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    save_trained(workdir, spec, jax.device_get(variables))
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
   print(f'{label}: test acc {100 * results["test_acc"]:.2f} % after '
         f'{results["epochs"]:g} epochs ({results["params"]:,} params)')
   return results

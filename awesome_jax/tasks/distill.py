@@ -20,6 +20,7 @@ from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import data as data_lib
 from awesome_jax import distill as distill_lib
 from awesome_jax import distilled_io
+from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 
@@ -177,28 +178,31 @@ def run(config: ml_collections.ConfigDict, workdir: str):
   writer.close()
   checkpointer.close()
 
-  distill_lib.save_distilled(os.path.join(workdir, 'distilled.npz'), distiller, state)
-  z = distill_lib.load_distilled(os.path.join(workdir, 'distilled.npz'))
-  save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'], z['lrs'],
-            z['lr_params'], z.get('momentum'))
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    distill_lib.save_distilled(os.path.join(workdir, 'distilled.npz'), distiller, state)
+    z = distill_lib.load_distilled(os.path.join(workdir, 'distilled.npz'))
+    save_grid(os.path.join(workdir, 'distilled.png'), z['images'], z['hard_labels'],
+              z['lrs'], z['lr_params'], z.get('momentum'))
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
   print(_summary(results))
   return results
 
 
 def save_best(folder, learned, step, val_acc):
-  """Writes folder/STEP.npz, a new best-on-validation learned tree; returns it as a dict.
+  """Writes folder/STEP.npz (process 0 only), a new best-on-validation learned tree;
+  returns it as a dict.
 
   One file per improvement (small), so that a run resumed from an earlier checkpoint
   can find the best set saved up to that checkpoint.
   """
   learned = jax.tree_util.tree_map(np.asarray, jax.device_get(learned))
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, f'{int(step)}.npz')
-  tmp = path + '.tmp.npz'
-  np.savez(tmp, step=step, val_acc=val_acc, **ckpt_lib.flatten_tree(learned, 'learned/'))
-  os.replace(tmp, path)
+  if distributed.is_writer():
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f'{int(step)}.npz')
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, step=step, val_acc=val_acc, **ckpt_lib.flatten_tree(learned, 'learned/'))
+    os.replace(tmp, path)
   return {'step': int(step), 'val_acc': float(val_acc), 'learned': learned}
 
 
@@ -340,8 +344,9 @@ def evaluate_saved(config, workdir):
   if config.eval.schedule == 'minibatch':
     results.update(lr=config.eval.lr, epochs=config.eval.epochs,
                    batch_size=config.eval.batch_size)
-  with open(os.path.join(workdir, 'eval_results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    with open(os.path.join(workdir, 'eval_results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
   print(f'{config.eval.npz} ({config.eval.schedule} schedule): test acc '
         f'{100 * accs.mean():.2f} +/- {100 * accs.std():.2f} % over {len(accs)} nets')
   return results

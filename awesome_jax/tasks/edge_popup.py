@@ -16,6 +16,7 @@ import numpy as np
 
 from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import data as data_lib
+from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import supermask
 from awesome_jax import train as train_lib
@@ -137,13 +138,15 @@ def run(config, workdir):
         'kept_fraction_per_layer': supermask.kept_fraction_per_layer(state['params'],
                                                                      m.keep_fraction),
     })
-    save_subnetwork(os.path.join(workdir, 'subnetwork.npz'), state['params'],
-                    state['frozen'], m.keep_fraction)
   writer.write(total, {'final/test_acc': results['test_acc']})
   writer.close()
   checkpointer.close()
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    if m.mode == 'masked':
+      save_subnetwork(os.path.join(workdir, 'subnetwork.npz'), state['params'],
+                      state['frozen'], m.keep_fraction)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
   print(f'{model_name(m)} {m.mode}: test acc {100 * results["test_acc"]:.2f} %' +
         (f' (random mask of the same keep_fraction: '
          f'{100 * results["random_mask_test_acc"]:.2f} %)' if m.mode == 'masked' else ''))
@@ -177,11 +180,12 @@ def sweep(config, workdir):
       r = sub(f'k{k:g}_{init}', **{'model.mode': 'masked', 'model.keep_fraction': k,
                                    'model.weight_init': init})
       rows.append(('masked', init, k, r['test_acc'], r['random_mask_test_acc']))
-  with open(os.path.join(workdir, 'sweep.csv'), 'w') as f:
-    f.write('mode,weight_init,keep_fraction,test_acc,random_mask_test_acc\n')
-    for row in rows:
-      f.write(','.join(str(v) for v in row) + '\n')
-  plot_sweep(os.path.join(workdir, 'sweep.png'), rows, model_name(config.model))
+  if distributed.is_writer():
+    with open(os.path.join(workdir, 'sweep.csv'), 'w') as f:
+      f.write('mode,weight_init,keep_fraction,test_acc,random_mask_test_acc\n')
+      for row in rows:
+        f.write(','.join(str(v) for v in row) + '\n')
+    plot_sweep(os.path.join(workdir, 'sweep.png'), rows, model_name(config.model))
   return {'rows': rows}
 
 
