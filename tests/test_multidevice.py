@@ -138,3 +138,46 @@ def test_the_distill_task_runs_and_resumes_sharded(tmp_path):
   assert 'Resumed from step 2' in out
   assert out.strip().splitlines()[-1] == 'RESULT 2 3 4'
   assert (tmp_path / 'distilled.npz').exists()
+
+
+# Evaluation's many nets (20 unseen inits) trained split over the 8 devices (padded to
+# 24) and on one: prints the largest difference of the trained weights and both
+# accuracy lists.
+EVAL_NETS = r'''
+import json
+import jax, numpy as np
+from awesome_jax import data, distill
+from configs import distill as distill_configs
+
+dataset = data.load('digits')
+x = dataset.normalize(dataset.x_train)
+xt = dataset.normalize(dataset.x_test)
+out = {}
+for shard in (False, True):
+  config = distill_configs.get_config('tiny')
+  config.distill.shard = shard
+  config.distill.n_inits = 8
+  d = distill.Distiller(config, dataset)
+  state = d.init_state(jax.random.key(0), x, dataset.y_train)
+  learned = state['learned']
+  xs, lrs = learned['x'], jax.nn.softplus(learned['raw_lr'])
+  ys = distill.targets_of(learned, d.fixed_labels, d.num_classes)
+  params0 = d.eval_inits(state, 20, seed=5)
+  trained = d.train_nets(params0, xs, ys, lrs)
+  acc = d.train_and_test(params0, xs, ys, lrs, xt, dataset.y_test)
+  out[shard] = (trained, acc.tolist(),
+                len(jax.tree_util.tree_leaves(trained)[0].sharding.device_set))
+diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+    jax.tree_util.tree_leaves(out[False][0]), jax.tree_util.tree_leaves(out[True][0])))
+print('RESULT ' + json.dumps({'diff': diff, 'one': out[False][1], 'eight': out[True][1],
+                              'devices': out[True][2],
+                              'nets': len(out[True][1])}))
+'''
+
+
+def test_evaluation_nets_split_over_the_devices_give_the_one_device_result():
+  r = result(run_python(EVAL_NETS))
+  assert r['nets'] == 20  # the 4 padding copies are dropped
+  assert r['devices'] == DEVICES
+  assert r['diff'] < 1e-5
+  np.testing.assert_allclose(r['eight'], r['one'], atol=1.5 / 360)  # <= 1 test image

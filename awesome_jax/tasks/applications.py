@@ -302,7 +302,7 @@ def run(config, workdir):
   lrs = jax.nn.softplus(learned['raw_lr'])
   beta = distill_lib.momentum_of(learned, config.distill.momentum)
   after = lambda pool, xs, ys_, lrs_, b=beta: app.predict(
-      distiller.apply, distiller._train_nets(pool, xs, ys_, lrs_, b), x_test)  # pylint: disable=protected-access
+      distiller.apply, distiller.train_nets(pool, xs, ys_, lrs_, b), x_test)
   rows = {'before': metric(app.predict(distiller.apply, test_pool, x_test)),
           'distilled': metric(after(test_pool, learned['x'], ys, lrs))}
   tuned = {}
@@ -388,7 +388,7 @@ def _baselines(config, distiller, train_pool, test_pool, x_train, y_train, val_i
     best = None
     for lr in e.baseline_lrs:
       lrs = jnp.full((distiller.total_steps,), lr, jnp.float32)
-      trained = distiller._train_nets(tune, xs, ys, lrs, None)  # pylint: disable=protected-access
+      trained = distiller.train_nets(tune, xs, ys, lrs, None)
       val = float((app.predict(distiller.apply, trained, x_val) == y_val[None]).mean())
       if best is None or val > best[1]:
         best = (lr, val)
