@@ -18,12 +18,20 @@ Rules (written into every report):
   the 7 counts as neither shape nor texture (and as an error for kappa);
 * Tuli's class-wise / inter-class JS distances over the 7 classes; the inter-class
   matrix keeps only errors that chose one of the 7, the only ones a model can make.
+
+`evaluate` runs the benchmark for one model (the classify task calls it at the end of a
+CIFAR-10 run); `compare_runs` (scripts/compare_cnn_vit.py) reads several classify runs'
+results.json, groups them by model label (mean and spread over seeds) and draws one
+figure of all the models beside the humans, with a kappa / JS table (markdown + JSON).
 """
 
+import json
 import os
+import textwrap
 
 import numpy as np
 
+from awesome_jax import metrics as metrics_lib
 from awesome_jax import shape_bias as sb
 from awesome_jax.tasks import shape_bias as task
 
@@ -157,13 +165,16 @@ def summarize(trials, humans=None, resamples=1000, seed=0):
 
 
 def evaluate(logits_fn, stimuli_root, humans_root='', size=32, batch=256, name='model',
-             conditions=tuple(CONDITIONS), resamples=1000, seed=0):
+             conditions=tuple(CONDITIONS), resamples=1000, seed=0, out_dir='', title=''):
   """The benchmark for `logits_fn` (uint8 (B, size, size, 3) -> (B, 10) CIFAR logits).
 
   Returns {'model', 'size', 'rules', 'shape_bias', 'shape_bias_interval', 'shape_acc',
-  'texture_acc', '<condition>_accuracy', 'human_shape_bias', 'conditions': {condition:
-  summarize(...)}}; human fields only with `humans_root`. Human responses outside the
-  7 classes count as neither shape nor texture.
+  'texture_acc', '<condition>_accuracy', 'human_shape_bias', 'kappa_vs_humans',
+  'js_class_errors', 'js_interclass_errors', 'human_human_kappa', 'conditions':
+  {condition: summarize(...)}}; human fields only with `humans_root`. Human responses
+  outside the 7 classes count as neither shape nor texture.
+  `out_dir`: also writes there decisions_<name>_<condition>.csv (the model-vs-human
+  format) and, for cue-conflict, shape_bias.png (the model beside the humans; `title`).
   """
   out = {'model': name, 'size': size, 'rules': RULES, 'conditions': {}}
   for cond in conditions:
@@ -173,12 +184,20 @@ def evaluate(logits_fn, stimuli_root, humans_root='', size=32, batch=256, name='
     out['conditions'][cond] = r = summarize(trials, humans, resamples, seed)
     r['stimuli'] = len(stimuli)
     out[f'{cond}_accuracy'] = r['accuracy']
+    if out_dir:
+      sb.write_decisions_csv(os.path.join(out_dir, f'decisions_{name}_{cond}.csv'), trials)
     if cond == 'cue-conflict':
       out.update({k: r[k] for k in ('shape_bias', 'shape_bias_interval', 'shape_acc',
-                                    'texture_acc')})
+                                    'texture_acc') if k in r})
       if humans:
         out['human_shape_bias'] = r['humans']['pooled']['shape_bias']
         out['kappa_vs_humans'] = r['vs_humans']['kappa_mean']
+        out['js_class_errors'] = r['vs_humans']['js_class_errors']
+        out['js_interclass_errors'] = r['vs_humans']['js_interclass_errors']
+        out['human_human_kappa'] = r['humans']['human_human_kappa_mean']
+      if out_dir:
+        plot_shape_bias(os.path.join(out_dir, 'shape_bias.png'), {name: trials}, humans,
+                        title=title)
   return out
 
 
@@ -191,3 +210,187 @@ def plot_shape_bias(path, models, humans=None, title=''):
                                 for f in ('key', 'shape', 'texture', 'response')))
               for h, t in humans.items()}
   task.plot_shape_bias(path, models, humans or {}, categories=CATEGORIES, title=title)
+
+
+# ----------------------------------------------- several classify runs, grouped by model
+
+# results.json['cue_conflict'] fields averaged over the seeds of a model (test_acc: the
+# run's top level), with their column names in the markdown table
+COMPARED = (('test_acc', 'test acc'), ('shape_bias', 'shape bias'), ('shape_acc', 'shape acc'),
+            ('texture_acc', 'texture acc'), ('kappa_vs_humans', 'kappa vs humans'),
+            ('js_class_errors', 'JS class-wise'), ('js_interclass_errors', 'JS inter-class'),
+            ('edge_accuracy', 'edges acc'), ('silhouette_accuracy', 'silhouettes acc'))
+
+
+class RunError(ValueError):
+  """A classify workdir cannot be compared (no results.json, no cue-conflict results)."""
+
+
+def read_run(workdir):
+  """{'workdir', 'label', 'seed', 'results'} of a finished classify run whose results.json
+  holds a cue-conflict evaluation (the seed from results.json, else from config.json)."""
+  path = os.path.join(workdir, 'results.json')
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError) as e:
+    raise RunError(f'{path}: not a readable results.json ({e})') from None
+  cue = results.get('cue_conflict') or {}
+  if not cue.get('evaluated'):
+    why = cue.get('reason', 'no cue_conflict section (a run from before the evaluation)')
+    raise RunError(f'{workdir}: no cue-conflict results ({why}); re-run its command with '
+                   '--config.cue_conflict.stimuli_root set (it only evaluates)')
+  seed = results.get('seed')
+  if seed is None and os.path.exists(os.path.join(workdir, 'config.json')):
+    with open(os.path.join(workdir, 'config.json')) as f:
+      seed = json.load(f).get('seed')
+  return {'workdir': workdir, 'label': results.get('label') or results.get('model'),
+          'seed': seed, 'results': results}
+
+
+def _stats(values):
+  """mean, std over seeds (sample std, ddof 1; None with one value), min, max, n of the
+  defined (not None / NaN) `values`."""
+  v = np.array([x for x in values if x is not None and not np.isnan(x)], np.float64)
+  if not len(v):
+    return {'mean': None, 'std': None, 'min': None, 'max': None, 'n': 0}
+  return {'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if len(v) > 1 else None,
+          'min': float(v.min()), 'max': float(v.max()), 'n': int(len(v))}
+
+
+def compare_runs(workdirs, out_dir, title=''):
+  """Groups classify runs by model label (their seeds) and writes into `out_dir`:
+  shape_bias.png (per-class shape bias, each model's mean over seeds with the seeds'
+  standard deviation as error bars, its mean shape bias as a vertical line; the humans
+  as red circles), comparison.md and comparison.json (the COMPARED numbers per model:
+  mean, std, min, max over seeds; the humans' shape bias and human-human kappa).
+  Returns the comparison.json dict. The runs must share the cue-conflict stimuli."""
+  runs = [read_run(w) for w in workdirs]
+  if not runs:
+    raise RunError('no runs to compare')
+  seen, stimuli = {}, {}
+  for r in runs:
+    key = (r['label'], r['seed'])
+    if key in seen:
+      raise RunError(f'{r["workdir"]} and {seen[key]}: both model {key[0]!r} with seed '
+                     f'{key[1]!r} (give each seed its own --config.seed)')
+    seen[key] = r['workdir']
+    cue = r['results']['cue_conflict']['conditions']['cue-conflict']
+    stimuli[r['workdir']] = cue['stimuli']
+  if len(set(stimuli.values())) > 1:
+    raise RunError('runs evaluated on different cue-conflict stimuli: ' +
+                   ', '.join(f'{w}: {n}' for w, n in stimuli.items()))
+  groups = {}
+  for r in runs:
+    groups.setdefault(r['label'], []).append(r)
+  models = {}
+  for label, group in groups.items():
+    group.sort(key=lambda r: (r['seed'] is None, r['seed']))
+    cues = [r['results']['cue_conflict'] for r in group]
+    row = {'seeds': [r['seed'] for r in group], 'workdirs': [r['workdir'] for r in group],
+           'size': sorted({c['size'] for c in cues})}
+    for key, _ in COMPARED:
+      row[key] = _stats([r['results'].get(key) if key == 'test_acc' else c.get(key)
+                         for r, c in zip(group, cues)])
+    per_class = [c['conditions']['cue-conflict']['per_class_shape_bias'] for c in cues]
+    row['per_class_shape_bias'] = {k: _stats([p.get(k) for p in per_class])
+                                   for k in CATEGORIES}
+    models[label] = row
+  humans = None
+  for r in runs:
+    h = r['results']['cue_conflict']['conditions']['cue-conflict'].get('humans')
+    if h:
+      humans = {'shape_bias': h['pooled']['shape_bias'],
+                'shape_bias_interval': h.get('shape_bias_interval'),
+                'human_human_kappa': h['human_human_kappa_mean'],
+                'subjects': len(h['per_subject_shape_bias']),
+                'per_class_shape_bias': h['per_class_shape_bias']}
+      break
+  table = {'models': models, 'humans': humans, 'stimuli': next(iter(stimuli.values())),
+           'rules': RULES}
+  os.makedirs(out_dir, exist_ok=True)
+  plot_comparison(os.path.join(out_dir, 'shape_bias.png'), table, title)
+  with open(os.path.join(out_dir, 'comparison.json'), 'w') as f:
+    json.dump(table, f, indent=2, allow_nan=False)
+  with open(os.path.join(out_dir, 'comparison.md'), 'w') as f:
+    f.write(comparison_markdown(table))
+  return table
+
+
+def _cell(s, scale=1.0, digits=3):
+  if s['mean'] is None:
+    return '-'
+  mean = f'{scale * s["mean"]:.{digits}f}'
+  return mean if s['std'] is None else f'{mean} ± {scale * s["std"]:.{digits}f}'
+
+
+def comparison_markdown(table):
+  """The comparison as a markdown table: per model mean ± std over seeds; the humans."""
+  head = ['model', 'seeds'] + [name + (' (%)' if key == 'test_acc' else '')
+                               for key, name in COMPARED]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for label, row in table['models'].items():
+    cells = [_cell(row[key], 100, 2) if key == 'test_acc' else _cell(row[key])
+             for key, _ in COMPARED]
+    lines.append(f'| {label} | {len(row["seeds"])} | ' + ' | '.join(cells) + ' |')
+  h = table['humans']
+  if h:
+    cells = {'shape_bias': h['shape_bias'], 'kappa_vs_humans': h['human_human_kappa']}
+    lines.append(f'| humans | {h["subjects"]} subjects | ' + ' | '.join(
+        '-' if cells.get(key) is None else f'{cells[key]:.3f}' for key, _ in COMPARED) + ' |')
+  notes = [f'{table["stimuli"]} cue-conflict stimuli of the 7 classes; mean ± standard '
+           'deviation over seeds (ddof 1).']
+  if h:
+    notes.append("The humans' kappa column is their mean human-human kappa.")
+  notes.append(f'Rules: {table["rules"]}.')
+  return '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'
+
+
+def plot_comparison(path, table, title=''):
+  """Geirhos et al.'s figure for several models (a comparison.json dict): per class, each
+  model's mean shape bias over seeds (error bars: their std), its mean shape bias as a
+  vertical line (band: the std); the humans as red circles and line."""
+  markers = ['s', 'D', '^', 'v', 'P', 'X', '*']
+  fig = metrics_lib.figure((5, 7))
+  ax = fig.subplots()
+  ys = np.arange(len(CATEGORIES))[::-1].astype(float)
+  n = len(table['models'])
+  h = table['humans']
+  if h:
+    per = [h['per_class_shape_bias'].get(c) for c in CATEGORIES]
+    ax.scatter([np.nan if v is None else v for v in per], ys, marker='o', s=60,
+               facecolors='none', edgecolors='red',
+               label=f'humans ({h["subjects"]} subjects)')
+    if h['shape_bias'] is not None:
+      ax.axvline(h['shape_bias'], color='red', lw=1.5, alpha=0.7)
+  for i, (label, row) in enumerate(table['models'].items()):
+    color = f'C{i}'
+    offset = 0.12 * (i - (n - 1) / 2)  # models side by side within a class's row
+    means = np.array([np.nan if s['mean'] is None else s['mean'] for s in
+                      (row['per_class_shape_bias'][c] for c in CATEGORIES)])
+    stds = np.array([s['std'] or 0.0 for s in
+                     (row['per_class_shape_bias'][c] for c in CATEGORIES)])
+    # the bars stop at 0 and 1, the ends of the scale
+    xerr = np.nan_to_num([np.minimum(stds, means), np.minimum(stds, 1 - means)])
+    ax.errorbar(means, ys + offset, xerr=xerr, fmt=markers[i % len(markers)],
+                color=color, ms=6, capsize=2, lw=1,
+                label=f'{label} ({len(row["seeds"])} seed{"s" * (len(row["seeds"]) > 1)})')
+    sb_ = row['shape_bias']
+    if sb_['mean'] is not None:
+      ax.axvline(sb_['mean'], color=color, lw=1.5, alpha=0.7)
+      if sb_['std']:
+        ax.axvspan(sb_['mean'] - sb_['std'], sb_['mean'] + sb_['std'], color=color,
+                   alpha=0.1, lw=0)
+  ax.set_yticks(ys)
+  ax.set_yticklabels(CATEGORIES)
+  ax.set_ylim(-0.5, len(CATEGORIES) - 0.5)
+  ax.set_xlim(-0.02, 1.02)
+  ax.set_xlabel('fraction of "shape" decisions')
+  top = ax.secondary_xaxis('top', functions=(lambda v: 1 - v, lambda v: 1 - v))
+  top.set_xlabel('fraction of "texture" decisions')
+  ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
+  ax.grid(axis='x', alpha=0.3)
+  if title:
+    ax.set_title(textwrap.fill(title, 70), fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)

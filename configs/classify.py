@@ -6,6 +6,14 @@ Presets (`configs/classify.py:PRESET`):
   tiny            synthetic 32x32 RGB blobs, a tiny ResNet, 2 epochs (tests)
   tiny_vit        the same data, a tiny ViT (tests)
 
+At the end of a CIFAR-10 run the trained model is evaluated on the 7 cue-conflict classes
+that are CIFAR-10 classes (awesome_jax/cifar_cue_conflict.py): shape bias with its bootstrap
+interval, shape/texture accuracy, edges/silhouettes accuracy, kappa and JS distances vs the
+humans, into results.json ('cue_conflict') and shape_bias.png. The same command on a
+finished workdir only re-runs that evaluation (e.g. with other cue_conflict fields).
+The stimuli are fetched once into the cache folder unless cue_conflict.stimuli_root names a
+folder; 'none' skips the evaluation (the default of the tiny presets: no network).
+
 ResNet-20 (He et al. 2016, three stages of 16/32/64 channels, 3 basic blocks each) is the
 registry's `resnet18` with `stage_sizes=(3, 3, 3)`, `width=0.25` and the 3x3 CIFAR stem;
 its shortcuts where the shape changes are 1x1 projections (the paper's option B, 0.27 M
@@ -46,7 +54,9 @@ def get_config(preset='resnet20_cifar'):
                                   # else tfds, else download (awesome_jax/download.py)
   c.data.data_dir = ''            # e.g. ../shared/data/cifar10_jpeg (train/<class>/*.jpg)
   c.data.tfds_data_dir = ''
-  c.data.synthetic_shape = (32, 32, 3)  # data.name=synthetic: image shape HWC (4 classes)
+  c.data.synthetic_shape = (32, 32, 3)  # data.name=synthetic: image shape HWC
+  c.data.synthetic_classes = 4    # data.name=synthetic: number of classes (10: read as the
+                                  # CIFAR-10 classes by the cue-conflict evaluation, in tests)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'resnet18'       # a name of models.build: resnet18, vit_ti16, lenet, ...
@@ -71,6 +81,21 @@ def get_config(preset='resnet20_cifar'):
                                   # names of tasks/classify.py:EXTRA_AUGMENTATIONS)
   c.train.shard = False           # split each batch over all devices (of all hosts), state
                                   # replicated; train.batch_size must divide by their count
+
+  # the 7-class cue-conflict evaluation at the end (data.name=cifar10, or synthetic with
+  # 10 classes; skipped for other data, which results.json says)
+  c.cue_conflict = ml_collections.ConfigDict()
+  # stimuli_root/{stimuli,edges,silhouettes}/<shape class>/<name>.png: each condition whose
+  # folder is there ('' = the published stimuli, fetched once into $AWESOME_JAX_DATA or
+  # ~/.cache/awesome_jax at the start of the run; 'none' = no cue-conflict evaluation)
+  c.cue_conflict.stimuli_root = ''
+  # humans_root/{cue-conflict,edge,silhouette}/*.csv ('' = the published decisions, fetched
+  # like the stimuli; 'none' = no human comparison)
+  c.cue_conflict.humans_root = ''
+  c.cue_conflict.size = 32        # stimuli resized (antialiased) from 224 to size x size; 32
+                                  # for CIFAR models; another size must fit the model (a
+                                  # ResNet takes any, a ViT only its training size)
+  c.cue_conflict.resamples = 1000  # bootstrap resamples of the shape-bias interval
 
   c.eval_every = 0                # steps between test evaluations (0 = every epoch)
   c.checkpoint_every = 100        # steps between checkpoints (also at every epoch's end)
@@ -99,6 +124,8 @@ def get_config(preset='resnet20_cifar'):
     c.checkpoint_every = 4
     c.log_every = 4
     c.progress_bar = False
+    c.cue_conflict.stimuli_root = 'none'  # no download in tests (they point it at a
+                                          # notebook.tiny_cue_conflict folder)
     if preset == 'tiny_vit':
       c.model.name = 'vit_ti16'
       c.model.kwargs = ml_collections.ConfigDict(

@@ -83,6 +83,8 @@ def test_tiny_run_writes_results_metrics_and_weights(runs, name):
   assert r['label'] == {'resnet': 'tiny', 'vit': 'tiny_vit'}[name]
   assert r['train_steps'] == 16 and r['epochs'] == 2 and r['batch_size'] == 64
   assert 0 <= r['test_acc'] <= 1 and r['images_per_s'] > 0 and r['wall_seconds'] > 0
+  assert r['seed'] == 0  # the tiny presets skip the cue-conflict evaluation (no download)
+  assert r['cue_conflict'] == {'evaluated': False, 'reason': "cue_conflict.stimuli_root='none'"}
   model, variables = classify.load_trained(str(workdir))
   assert r['params'] == sum(np.size(p) for p in jax.tree_util.tree_leaves(variables['params']))
   assert ('batch_stats' in variables) == (name == 'resnet')
@@ -152,6 +154,8 @@ def test_init_from_takes_the_weights_and_resets_the_optimizer(runs):
     ('data.source', 'web', "data.source='web': unknown; allowed: auto, tfds"),
     ('model.name', 'resnet7', "model.name='resnet7': unknown; allowed: lenet"),
     ('checkpoint_every', -1, 'checkpoint_every=-1: must be >= 0'),
+    ('data.synthetic_classes', 1, 'data.synthetic_classes=1: must be >= 2'),
+    ('cue_conflict.size', 0, 'cue_conflict.size=0: must be a positive integer'),
 ])
 def test_config_errors_name_the_field(field, value, message):
   config = classify_configs.get_config('tiny')
@@ -236,4 +240,7 @@ def test_warmup_then_cosine_and_adamw_decay_mask():
 def test_synthetic_data_takes_the_configured_shape():
   d = classify.load_data(classify_configs.get_config('tiny').data)
   assert d.shape == (32, 32, 3) and d.num_classes == 4
+  config = classify_configs.get_config('tiny')
+  config.data.synthetic_classes = 10  # stands in for CIFAR-10 (the cue-conflict tests)
+  assert classify.load_data(config.data).num_classes == 10 == classify.num_classes(config.data)
   assert isinstance(d, data_lib.Dataset)

@@ -13,7 +13,7 @@ library modules beside this package: `distill`, `baselines`, `supermask`, `shape
 | distill_attack | distil a set that poisons well-trained nets | tasks/applications.py |
 | edge_popup | subnetworks of random nets (Ramanujan et al. 2020) | tasks/edge_popup.py |
 | edge_popup_sweep | edge-popup over a grid of keep fractions and inits | tasks/edge_popup.py |
-| classify | train a CIFAR ResNet or ViT, or fine-tune one (Tuli et al. 2021) | tasks/classify.py |
+| classify | train a CIFAR ResNet or ViT (or fine-tune one), then its cue-conflict shape bias (Tuli et al. 2021) | tasks/classify.py |
 | shape_bias | cue-conflict shape bias vs humans (Geirhos et al. 2019; Tuli et al. 2021) | tasks/shape_bias.py |
 | continual | continual learning with distilled images as the memory of past tasks | tasks/continual.py |
 """

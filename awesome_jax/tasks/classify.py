@@ -12,6 +12,16 @@ count), model.json (how to build the model) and params.npz (its final variables,
 'params/...' and 'batch_stats/...'). `load_trained(workdir)` gives back (model, variables)
 for `model.apply(variables, x)`; `config.init_from=WORKDIR` starts a run from another run's
 final weights (fresh optimizer state), e.g. to fine-tune with other augmentations.
+
+Cue-conflict evaluation (Tuli et al. 2021): at the end of a CIFAR-10 run the trained model
+decides among the 7 cue-conflict categories that are CIFAR-10 classes
+(`awesome_jax.cifar_cue_conflict`); results.json gets a 'cue_conflict' section (shape bias
+with its bootstrap interval, shape/texture accuracy, edges/silhouettes accuracy, kappa and
+JS distances vs the humans, per-class numbers) and the workdir shape_bias.png and
+decisions_<label>_<condition>.csv. The stimuli folders (or the download, for
+cue_conflict.stimuli_root='') are checked at the start, before training. Run again on a
+finished workdir (results.json written, the last checkpoint at the last step), the task
+trains nothing: it keeps the run's results and re-runs only this evaluation.
 """
 
 import json
@@ -23,10 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from awesome_jax import checkpoint as ckpt_lib
+from awesome_jax import cifar_cue_conflict as cc_lib
 from awesome_jax import data as data_lib
 from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
+from awesome_jax import shape_bias as sb
 from awesome_jax import train as train_lib
 
 PARAMS_FILE = 'params.npz'
@@ -59,13 +71,13 @@ def data_shape(d):
 
 def num_classes(d):
   """The number of classes of data config `d`."""
-  return SYNTHETIC_CLASSES if d.name == 'synthetic' else 10
+  return int(d.get('synthetic_classes', SYNTHETIC_CLASSES)) if d.name == 'synthetic' else 10
 
 
 def load_data(d):
   """The Dataset of data config `d` (synthetic: Gaussian blobs of data.synthetic_shape)."""
   if d.name == 'synthetic':
-    return data_lib.make_synthetic(SYNTHETIC_CLASSES, data_shape(d))
+    return data_lib.make_synthetic(num_classes(d), data_shape(d))
   return data_lib.load(d.name, d.source, d.data_dir, d.tfds_data_dir)
 
 
@@ -113,6 +125,8 @@ def check(config):
   if d.name == 'synthetic' and (len(d.synthetic_shape) != 3 or min(d.synthetic_shape) < 1):
     raise ClassifyConfigError(f'data.synthetic_shape={tuple(d.synthetic_shape)!r}: must be '
                               '(H, W, C) with sizes >= 1')
+  if d.name == 'synthetic' and num_classes(d) < 2:
+    raise ClassifyConfigError(f'data.synthetic_classes={d.synthetic_classes!r}: must be >= 2')
   names = model_names()
   if m.name not in names:
     raise ClassifyConfigError(f'model.name={m.name!r}: unknown; allowed: {", ".join(names)}')
@@ -123,6 +137,153 @@ def check(config):
   except (TypeError, ValueError) as e:
     raise ClassifyConfigError(f'model.kwargs of {m.name} on {d.name} {shape}: '
                               f'{_first_line(e)}') from None
+  check_cue_conflict(config, model, shape)
+
+
+# -------------------------------------------------------- the cue-conflict evaluation
+
+NONE = 'none'  # cue_conflict.stimuli_root: no evaluation; humans_root: no human comparison
+
+
+def cue_conflict_skip_reason(config):
+  """Why the run has no cue-conflict evaluation, or '' when it has one."""
+  cue, d = config.get('cue_conflict'), config.data
+  if cue is None:
+    return 'the config has no cue_conflict section'
+  if cue.stimuli_root == NONE:
+    return f"cue_conflict.stimuli_root='{NONE}'"
+  if d.name == 'synthetic' and num_classes(d) == len(cc_lib.CIFAR10_CLASSES):
+    return ''  # a stand-in for CIFAR-10 (tests, notebooks)
+  if d.name != 'cifar10':
+    extra = f' with {num_classes(d)} classes' if d.name == 'synthetic' else ''
+    return (f'data.name={d.name}{extra}: the 7-class benchmark reads the logits of a '
+            'CIFAR-10 classifier')
+  return ''
+
+
+def check_cue_conflict(config, model, shape):
+  """The cue_conflict fields (no folder read): types, and that the model takes
+  size x size RGB images."""
+  cue = config.get('cue_conflict')
+  if cue is None:
+    return
+  for field in ('stimuli_root', 'humans_root'):
+    if not isinstance(cue[field], str):
+      raise ClassifyConfigError(f'cue_conflict.{field}={cue[field]!r}: must be a folder, '
+                                f"'' (fetch the published files) or '{NONE}'")
+  for field in ('size', 'resamples'):
+    if not isinstance(cue[field], int) or cue[field] < 1:
+      raise ClassifyConfigError(f'cue_conflict.{field}={cue[field]!r}: must be a positive '
+                                'integer')
+  if cue_conflict_skip_reason(config):
+    return
+  if shape[-1] != 3:
+    raise ClassifyConfigError(f'cue_conflict: the stimuli are RGB, the model takes {shape} '
+                              f"images (set cue_conflict.stimuli_root='{NONE}')")
+  if cue.size != shape[0] or cue.size != shape[1]:
+    try:
+      jax.eval_shape(lambda: model.apply(
+          model.init(jax.random.key(0), jnp.zeros((1,) + shape)),
+          jnp.zeros((1, cue.size, cue.size, 3)), train=False))
+    except (TypeError, ValueError) as e:
+      raise ClassifyConfigError(
+          f'cue_conflict.size={cue.size}: the model, trained on {shape[0]}x{shape[1]} '
+          f'images, does not take {cue.size}x{cue.size} ones ({_first_line(e)})') from None
+
+
+def cue_conflict_inputs(config):
+  """(stimuli_root, humans_root, conditions) the evaluation will read, or None when it is
+  skipped. Called at the start of a run: a configured folder that does not exist (or lacks
+  a condition's human CSVs) stops the run before training; an empty root fetches the
+  published files into the cache folder (awesome_jax.download_cue_conflict). Conditions:
+  those whose stimuli folder is there (cue-conflict must be)."""
+  if cue_conflict_skip_reason(config):
+    return None
+  cue = config.cue_conflict
+  roots = {'stimuli': cue.stimuli_root, 'humans': cue.humans_root}
+  for part, root in roots.items():
+    if root and root != NONE and not os.path.isdir(root):
+      raise sb.StimulusError(f'cue_conflict.{part}_root={root}: not a directory')
+  parts = [part for part, root in roots.items() if not root]
+  if parts:
+    from awesome_jax import download_cue_conflict  # pylint: disable=g-import-not-at-top
+    fetched = download_cue_conflict.ensure(tuple(cc_lib.CONDITIONS), parts,
+                                           progress=config.progress_bar)
+    print(fetched.describe())
+    roots.update({part: getattr(fetched, f'{part}_root') for part in parts})
+  stimuli_root = roots['stimuli']
+  humans_root = '' if roots['humans'] == NONE else roots['humans']
+  conditions = [c for c, (folder, _) in cc_lib.CONDITIONS.items()
+                if os.path.isdir(os.path.join(stimuli_root, folder))]
+  if 'cue-conflict' not in conditions:
+    raise sb.StimulusError(f'cue_conflict.stimuli_root={stimuli_root}: no stimuli/ folder '
+                           f'(expected {stimuli_root}/stimuli/<shape class>/<name>.png)')
+  for cond in conditions:
+    if humans_root and not os.path.isdir(os.path.join(humans_root, cc_lib.CONDITIONS[cond][1])):
+      raise sb.StimulusError(
+          f'cue_conflict.humans_root={humans_root}: no {cc_lib.CONDITIONS[cond][1]}/ folder '
+          f"for condition {cond!r} (its stimuli are there); '{NONE}' skips the humans")
+  for cond in conditions:
+    stimuli = cc_lib.select(stimuli_root, cond)
+    if not stimuli:
+      raise sb.StimulusError(f'cue_conflict.stimuli_root={stimuli_root}: no {cond} stimulus '
+                             f'of the 7 classes ({", ".join(cc_lib.CATEGORIES)})')
+    sb.check_images([s[0] for s in stimuli])
+    if humans_root:  # read now: a bad CSV fails before training, not after it
+      cc_lib.read_humans(humans_root, cond, [s[1] for s in stimuli])
+  return stimuli_root, humans_root, tuple(conditions)
+
+
+def cue_conflict_logits_fn(model, variables, mean, std):
+  """uint8 (B, H, W, 3) images -> (B, classes) logits, normalised as in training."""
+  forward = jax.jit(lambda v, x: model.apply(
+      v, (x / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32),
+      train=False))
+  return lambda x: np.asarray(forward(variables, jnp.asarray(x, jnp.float32)))
+
+
+def evaluate_cue_conflict(config, inputs, logits_fn, label, workdir, write=True, title=''):
+  """results.json's 'cue_conflict' section: {'evaluated': False, 'reason'} for a skipped
+  run; else cifar_cue_conflict.evaluate's results with the roots, size and resamples used
+  (and, with `write`, the decisions CSVs and shape_bias.png in `workdir`)."""
+  if inputs is None:
+    reason = cue_conflict_skip_reason(config)
+    print(f'{label}: no cue-conflict evaluation ({reason})')
+    return {'evaluated': False, 'reason': reason}
+  cue = config.cue_conflict
+  stimuli_root, humans_root, conditions = inputs
+  t0 = time.time()
+  r = cc_lib.evaluate(logits_fn, stimuli_root, humans_root, size=cue.size, name=label,
+                      conditions=conditions, resamples=cue.resamples,
+                      out_dir=workdir if write else '', title=title)
+  out = {'evaluated': True, 'stimuli_root': stimuli_root, 'humans_root': humans_root,
+         'resamples': cue.resamples, 'seconds': time.time() - t0, **r}
+  interval = r.get('shape_bias_interval', {})
+  print(f'{label}: cue-conflict shape bias {r.get("shape_bias", float("nan")):.3f} '
+        f'[{interval.get("low", float("nan")):.3f}, {interval.get("high", float("nan")):.3f}]'
+        f' (shape acc {r.get("shape_acc", float("nan")):.3f}, texture acc '
+        f'{r.get("texture_acc", float("nan")):.3f}, {conditions[0]} stimuli '
+        f'{r["conditions"]["cue-conflict"]["stimuli"]})' +
+        (f'; kappa vs humans {r["kappa_vs_humans"]:.3f}, human shape bias '
+         f'{r["human_shape_bias"]:.3f}' if 'kappa_vs_humans' in r else ''))
+  return out
+
+
+def finished_results(workdir, total, config, checkpointer):
+  """The results.json of a run in `workdir` that trained the same model on the same data
+  for the same `total` steps (its params.npz there; its newest checkpoint, if any are
+  left, at `total`), else None."""
+  path = os.path.join(workdir, 'results.json')
+  if not (os.path.exists(path) and os.path.exists(os.path.join(workdir, PARAMS_FILE))
+          and checkpointer.latest_step() in (None, total)):
+    return None
+  with open(path) as f:
+    results = json.load(f)
+  kwargs = json.loads(json.dumps(_model_kwargs(config.model)))  # tuples as lists
+  same = (results.get('train_steps') == total and results.get('model') == config.model.name
+          and results.get('model_kwargs') == kwargs and
+          results.get('data') == config.data.name)
+  return results if same else None
 
 
 def count_params(params):
@@ -193,20 +354,70 @@ def init_from_run(state, trainer, init_from):
 
 
 def run(config, workdir):
-  """Trains and evaluates; returns the results dict."""
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  """Trains, tests and runs the cue-conflict evaluation; returns the results dict. On a
+  finished workdir (see `finished_results`) it only re-runs the cue-conflict evaluation."""
   check(config)
-  t, m = config.train, config.model
+  cue_inputs = cue_conflict_inputs(config)  # a bad folder or download fails before training
+  m = config.model
+  label = m.label or m.name
   dataset = load_data(config.data)
   kwargs = _model_kwargs(m)
   model = build_model(m.name, kwargs, dataset.num_classes, dataset.shape)
-  x_train, x_test = dataset.normalize(dataset.x_train), dataset.normalize(dataset.x_test)
-  y_train, y_test = dataset.y_train, dataset.y_test
-  batches = data_lib.EpochBatches(x_train, y_train, t.batch_size, config.seed)
+  batches = data_lib.EpochBatches(dataset.normalize(dataset.x_train), dataset.y_train,
+                                  config.train.batch_size, config.seed)
+  total = int(round(config.train.epochs * batches.per_epoch))
+  if config.train.max_steps:
+    total = min(total, config.train.max_steps)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  results = finished_results(workdir, total, config, checkpointer)
+  if results is not None:
+    checkpointer.close()
+    print(f'{label}: finished in {workdir} ({total} steps, test acc '
+          f'{100 * results["test_acc"]:.2f} %): nothing to train; cue-conflict evaluation only')
+    variables = load_variables(workdir)
+  else:
+    results, variables = train_and_test(config, workdir, dataset, model, batches, total,
+                                        checkpointer)
+    spec = {'name': m.name, 'kwargs': kwargs, 'num_classes': dataset.num_classes,
+            'input_shape': list(dataset.shape)}
+    if distributed.is_writer():
+      save_trained(workdir, spec, jax.device_get(variables))
+      write_results(workdir, results)
+    print(f'{label}: test acc {100 * results["test_acc"]:.2f} % after '
+          f'{results["epochs"]:g} epochs ({results["params"]:,} params)')
+  results.setdefault('seed', config.seed)  # runs from before results.json had it
+  # every process evaluates (the same numbers), process 0 writes
+  logits_fn, title = None, ''
+  if cue_inputs is not None:
+    logits_fn = cue_conflict_logits_fn(model, jax.device_get(variables), dataset.mean,
+                                       dataset.std)
+    size = config.cue_conflict.size
+    title = (f'{label} (test acc {100 * results["test_acc"]:.2f} %), stimuli at {size}x{size}; '
+             '7-class choice among the CIFAR-10 logits')
+  results['cue_conflict'] = evaluate_cue_conflict(config, cue_inputs, logits_fn, label,
+                                                  workdir, distributed.is_writer(), title)
+  if distributed.is_writer():
+    write_results(workdir, results)
+  return results
+
+
+def write_results(workdir, results):
+  """results.json, strict JSON (an undefined number, e.g. the shape bias of edges, as null)."""
+  from awesome_jax.tasks import shape_bias as shape_bias_task  # pylint: disable=g-import-not-at-top
+  tmp = os.path.join(workdir, 'results.tmp.json')
+  with open(tmp, 'w') as f:
+    json.dump(shape_bias_task.json_ready(results), f, indent=2, allow_nan=False)
+  os.replace(tmp, os.path.join(workdir, 'results.json'))
+
+
+def train_and_test(config, workdir, dataset, model, batches, total, checkpointer):
+  """Trains `model` for `total` steps of `batches` (resuming from `checkpointer`), tests
+  it every config.eval_every steps; returns (results dict, final variables)."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  t, m = config.train, config.model
+  x_test, y_test = dataset.normalize(dataset.x_test), dataset.y_test
   per_epoch = batches.per_epoch
-  total = int(round(t.epochs * per_epoch))
-  if t.max_steps:
-    total = min(total, t.max_steps)
   # train.max_steps shortens the whole schedule: the warm-up keeps its share of it
   warmup = int(round(total * t.warmup_epochs / t.epochs))
   trainer = train_lib.Trainer(model, t, dataset.shape, total, warmup_steps=warmup,
@@ -215,8 +426,6 @@ def run(config, workdir):
   # drawn with the classic threefry stream for every model: it compiles faster on CPU)
   saved = {'train': trainer.init_state(jax.random.key(config.seed), fast_rng_compile=True),
            'wall_seconds': np.zeros((), np.float32)}
-  os.makedirs(workdir, exist_ok=True)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
   writer = metrics_lib.MetricWriter(workdir)
   if checkpointer.latest_step() is not None:
     saved = checkpointer.restore(saved)
@@ -269,9 +478,9 @@ def run(config, workdir):
   steady_steps = total - steady_from if steady_from is not None else 0
 
   variables = trainer.variables(state)
-  label = m.label or m.name
   results = {
-      'label': label, 'model': m.name, 'model_kwargs': kwargs, 'data': config.data.name,
+      'label': m.label or m.name, 'model': m.name, 'model_kwargs': _model_kwargs(m),
+      'data': config.data.name, 'seed': config.seed,
       'params': count_params(state['params']),
       'test_acc': (test_acc if test_acc is not None
                    else trainer.accuracy(variables, x_test, y_test)),
@@ -283,15 +492,7 @@ def run(config, workdir):
                        if steady_steps and train_seconds else None),
       'init_from': config.init_from,
   }
-  spec = {'name': m.name, 'kwargs': kwargs, 'num_classes': dataset.num_classes,
-          'input_shape': list(dataset.shape)}
   writer.write(total, {'final/test_acc': results['test_acc']})
   writer.close()
   checkpointer.close()
-  if distributed.is_writer():
-    save_trained(workdir, spec, jax.device_get(variables))
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-  print(f'{label}: test acc {100 * results["test_acc"]:.2f} % after '
-        f'{results["epochs"]:g} epochs ({results["params"]:,} params)')
-  return results
+  return results, variables
