@@ -98,39 +98,6 @@ def test_dry_run_checks_without_touching_the_workdir(tmp_path):
   assert not workdir.exists()
 
 
-def test_colab_edge_popup_cells_run_with_the_tiny_presets(tmp_path, monkeypatch):
-  """The notebook's edge-popup cells, as written, on the tiny presets (synthetic 8x8 data):
-  every run, the curves figure and the sweep figure come out."""
-  import json
-  monkeypatch.syspath_prepend(ROOT)
-  from configs import edge_popup as edge_popup_configs
-  real = edge_popup_configs.get_config
-
-  def tiny(preset):
-    config = real('sweep_tiny' if preset == 'sweep' else 'tiny')
-    config.train.max_steps = 16  # the cells set epochs; this keeps each run short
-    return config
-
-  monkeypatch.setattr(edge_popup_configs, 'get_config', tiny)
-  shown = []
-
-  def image(path):
-    assert os.path.getsize(path) > 1000, path
-    shown.append(os.path.relpath(path, tmp_path))
-
-  with open(os.path.join(ROOT, 'colabs', 'quickstart.ipynb')) as f:
-    cells = [''.join(c['source']) for c in json.load(f)['cells'] if c['cell_type'] == 'code']
-  cells = [c for c in cells if 'edge_popup' in c]
-  assert len(cells) == 2
-  namespace = {}  # one kernel: later cells see earlier cells' names
-  for src in cells:
-    src = src.replace('from IPython.display import Image\n', '')
-    namespace['Image'] = image
-    exec(src.replace('/tmp/runs/', f'{tmp_path}/'), namespace)  # pylint: disable=exec-used
-  assert shown == ['colab_conv4.png', os.path.join('colab_sweep', 'sweep.png')]
-  assert os.path.exists(tmp_path / 'colab_conv4_dense_e20' / 'results.json')
-
-
 def config_fields():
   """Every dotted field path of the default config of each configs/*.py file, and the
   open sections (empty by default, any key allowed, e.g. model.kwargs)."""
