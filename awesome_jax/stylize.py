@@ -13,6 +13,13 @@
   python -m awesome_jax.stylize dataset --content data/train --style styles --out out \\
       --method adain --vgg vgg_normalised.pth --decoder decoder.pth --size 224 --tar
   python -m awesome_jax.stylize textures --out styles --n 1000 --size 256
+  python -m awesome_jax.stylize train-decoder --content data/train --style '' \\
+      --encoder efficientnet_lite0 --workdir runs/dec --steps 1000 --size 64
+  python -m awesome_jax.stylize dataset --content data/train --style styles --out out \\
+      --method adain --decoder_ckpt runs/dec --size 64
+
+`train-decoder` (awesome_jax/stylize_train.py) trains the decoder for a frozen encoder:
+VGG-19 from `vgg_normalised.pth`, or EfficientNet-Lite0's early blocks.
 """
 
 import argparse
@@ -191,8 +198,9 @@ def _to_uint8(x):
   return np.round(np.clip(np.asarray(x, np.float64), 0, 1) * 255).astype(np.uint8)
 
 
-def make_stylizer(method, alpha=1.0, variables=None):
-  """f(content uint8 (H, W, 3), style uint8 (H, W, 3)) -> uint8 (H, W, 3)."""
+def make_stylizer(method, alpha=1.0, variables=None, net=None):
+  """f(content uint8 (H, W, 3), style uint8 (H, W, 3)) -> uint8 (H, W, 3). net: the
+  models.adain.AdainNet of `variables` (None: the VGG-19 networks of models.adain)."""
   check_alpha(alpha)
   if method == 'fourier':
     return lambda c, s: _to_uint8(fourier_swap(c / 255.0, s / 255.0, alpha))
@@ -206,8 +214,11 @@ def make_stylizer(method, alpha=1.0, variables=None):
 
   def run(c, s):
     h, w = c.shape[:2]
-    out = adain.stylize(enc_vars, dec_vars, c[None] / np.float32(255),
-                        s[None] / np.float32(255), alpha)
+    c, s = c[None] / np.float32(255), s[None] / np.float32(255)
+    if net is None:
+      out = adain.stylize(enc_vars, dec_vars, c, s, alpha)
+    else:
+      out = adain.net_stylize(net, enc_vars, dec_vars, c, s, alpha)
     return _to_uint8(out[0, :h, :w])
   return run
 
@@ -241,7 +252,8 @@ def _write_tar(folder, split):
 
 
 def write_stylized(content, style, out, method='fourier', split=None, seed=0, alpha=1.0,
-                   size=None, variables=None, tar=False, limit=None, progress=True):
+                   size=None, variables=None, tar=False, limit=None, progress=True,
+                   net=None):
   """Stylizes every content image once into out/<split>/<class>/<name>.png.
 
   content: a folder <split>/<class>/<image> (split defaults to its base name), or a dict
@@ -249,14 +261,16 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
     <index:06d>.png; split defaults to 'train').
   style: a folder of images (any layout), or a uint8 array (M, h, w, 3) (e.g.
     `textures(...)`). Each style image is resized to its content image's size.
-  method: 'adain' (needs variables=(encoder, decoder) of models.adain) or 'fourier'.
+  method: 'adain' (needs variables=(encoder, decoder) of models.adain; net: their
+    models.adain.AdainNet, None for VGG-19, e.g. from stylize_train.load_trained) or
+    'fourier'.
   size: resize content images to size x size first (None: keep their size; adain then
     compiles once per distinct image size).
   limit: stop after writing this many new images (as if killed); a later call resumes.
   tar: at the end, also out/<split>.tar. Returns {'total', 'written', 'skipped', 'tar'}.
   """
   check_alpha(alpha)
-  stylizer = make_stylizer(method, alpha, variables)
+  stylizer = make_stylizer(method, alpha, variables, net)
   if isinstance(style, (str, os.PathLike)):
     style_paths = list_styles(style)
     n_styles = len(style_paths)
@@ -312,6 +326,26 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
           'tar': tar_path}
 
 
+def _flagged(flag, fn, *args):
+  """fn(*args), its ValueError prefixed with the flag that gave the value."""
+  try:
+    return fn(*args)
+  except ValueError as e:
+    raise ValueError(f'{flag}: {e}') from None
+
+
+def _check_flags(args):
+  """One-line errors for flag values out of range, before anything is read."""
+  if getattr(args, 'alpha', None) is not None and not 0.0 <= args.alpha <= 1.0:
+    raise ValueError(f'--alpha {args.alpha}: must be in [0, 1] (1: all style, 0: content)')
+  if args.command == 'dataset' and args.method == 'adain':
+    if args.decoder_ckpt and (args.vgg or args.decoder):
+      raise ValueError('--decoder_ckpt: give either it or --vgg and --decoder, not both')
+    if not args.decoder_ckpt and not (args.vgg and args.decoder):
+      raise ValueError('--method adain needs --vgg and --decoder (pytorch-AdaIN files) or '
+                       '--decoder_ckpt WORKDIR (of train-decoder)')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
@@ -322,6 +356,8 @@ def main(argv=None):
   d.add_argument('--method', default='adain', choices=METHODS)
   d.add_argument('--vgg', help="adain: pytorch-AdaIN's vgg_normalised.pth")
   d.add_argument('--decoder', help="adain: pytorch-AdaIN's decoder.pth")
+  d.add_argument('--decoder_ckpt', help='adain: the --workdir of train-decoder (its '
+                 'encoder and newest decoder checkpoint), instead of --vgg/--decoder')
   d.add_argument('--alpha', type=float, default=1.0)
   d.add_argument('--seed', type=int, default=0)
   d.add_argument('--size', type=int, default=None, help='resize content to size x size')
@@ -331,8 +367,31 @@ def main(argv=None):
   t.add_argument('--n', type=int, default=1000)
   t.add_argument('--size', type=int, default=256)
   t.add_argument('--seed', type=int, default=0)
+  r = sub.add_parser('train-decoder', help='train an AdaIN decoder for a frozen encoder '
+                     '(awesome_jax/stylize_train.py)')
+  r.add_argument('--content', required=True, help='folder <split>/<class>/<image>')
+  r.add_argument('--style', default='', help="folder of style images; '': procedural "
+                 'textures made on the fly (a stand-in for paintings)')
+  r.add_argument('--encoder', default='efficientnet_lite0',
+                 help='vgg:PATH | vgg:random | efficientnet_lite0[:PATH] | '
+                 'efficientnet_lite0:random')
+  r.add_argument('--workdir', required=True, help='checkpoints, metrics, figures; resumes')
+  r.add_argument('--steps', type=int, default=1000)
+  r.add_argument('--size', type=int, default=64, help='training crops size x size')
+  r.add_argument('--batch', type=int, default=8)
+  r.add_argument('--seed', type=int, default=0)
+  r.add_argument('--lr', type=float, default=1e-4, help='Adam, decayed lr / (1 + '
+                 'lr_decay * step)')
+  r.add_argument('--lr_decay', type=float, default=5e-5)
+  r.add_argument('--content_weight', type=float, default=1.0)
+  r.add_argument('--style_weight', type=float, default=10.0)
+  r.add_argument('--n_textures', type=int, default=1000, help='textures drawn from, '
+                 'when no --style')
+  r.add_argument('--ckpt_every', type=int, default=500)
+  r.add_argument('--sample_every', type=int, default=500, help='loss curve and samples')
   args = parser.parse_args(argv)
   try:
+    _check_flags(args)
     if args.command == 'textures':
       os.makedirs(args.out, exist_ok=True)
       for i in tqdm(range(args.n), unit='img'):
@@ -340,15 +399,36 @@ def main(argv=None):
         if not os.path.exists(path):
           _write_png(path, texture(args.seed, i, args.size))
       return 0
-    variables = None
+    if args.command == 'train-decoder':
+      from awesome_jax import stylize_train  # pylint: disable=import-outside-toplevel
+      # bad folders fail before the encoder loads
+      if args.style:
+        _flagged('--style', list_styles, args.style)
+      _flagged('--content', list_content, args.content)
+      net, enc_vars = stylize_train.load_encoder(args.encoder, args.seed)
+      out = stylize_train.train_decoder(
+          args.workdir, net, enc_vars, args.content, args.style, encoder=args.encoder,
+          steps=args.steps, size=args.size, batch=args.batch, seed=args.seed, lr=args.lr,
+          lr_decay=args.lr_decay, content_weight=args.content_weight,
+          style_weight=args.style_weight, n_textures=args.n_textures,
+          ckpt_every=args.ckpt_every, sample_every=args.sample_every,
+          command=stylize_train.command_line(argv))
+      print({'step': out['step'], 'resumed_at': out['start_step'], **out['metrics']})
+      return 0
+    _flagged('--style', list_styles, args.style)
+    _flagged('--content', list_content, args.content)
+    variables, net = None, None
     if args.method == 'adain':
-      if not (args.vgg and args.decoder):
-        raise ValueError('--method adain needs --vgg and --decoder')
-      from awesome_jax.models import adain  # pylint: disable=import-outside-toplevel
-      variables = adain.from_torch(args.vgg, args.decoder)
+      if args.decoder_ckpt:
+        from awesome_jax import stylize_train  # pylint: disable=import-outside-toplevel
+        net, enc_vars, dec_vars = stylize_train.load_trained(args.decoder_ckpt)
+        variables = (enc_vars, dec_vars)
+      else:
+        from awesome_jax.models import adain  # pylint: disable=import-outside-toplevel
+        variables = adain.from_torch(args.vgg, args.decoder)
     result = write_stylized(args.content, args.style, args.out, args.method,
                             seed=args.seed, alpha=args.alpha, size=args.size,
-                            variables=variables, tar=args.tar)
+                            variables=variables, tar=args.tar, net=net)
     print(result)
     return 0
   except ValueError as e:

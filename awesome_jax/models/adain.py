@@ -19,6 +19,7 @@ Layout of naoto0804/pytorch-AdaIN's `net.py`, NHWC here, images float32 in [0, 1
 training a decoder quickly. The decoder mirrors the encoder's widths.
 """
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from awesome_jax.models import efficientnet_lite
 from awesome_jax.pretrained import conv_weight, read_torch_state_dict
 
 VGG_WIDTHS = (64, 128, 256, 512)
@@ -232,6 +234,11 @@ def _convert(state, template, path):
   return {'params': params}
 
 
+def encoder_from_torch(vgg_path, widths=VGG_WIDTHS):
+  """Encoder variables from pytorch-AdaIN's `vgg_normalised.pth` alone (indices 0..30)."""
+  return _convert(read_torch_state_dict(vgg_path), param_shapes(tuple(widths))[0], vgg_path)
+
+
 def from_torch(vgg_path, decoder_path, widths=VGG_WIDTHS):
   """(encoder variables, decoder variables) from pytorch-AdaIN's `vgg_normalised.pth` and
   `decoder.pth` (nn.Sequential state dicts, legacy or zip format; read without torch).
@@ -253,6 +260,178 @@ def to_torch_state(variables):
   return dict(sorted(state.items(), key=_torch_order))
 
 
+# --- any frozen encoder: AdainNet, EfficientNet-Lite0's early blocks, a mirrored decoder ---
+
+@dataclasses.dataclass(frozen=True)
+class AdainNet:
+  """A frozen encoder and the decoder that inverts one of its layers (hashable: a static
+  argument of the jitted functions below).
+
+  encoder: images (N, H, W, 3) in [0, 1] -> {layer name: (N, h, w, C) features};
+  decoder: `content_layer` features (N, H / stride, W / stride, C) -> images (N, H, W, 3);
+  AdaIN acts on `content_layer`; the style loss compares the channel means and stds of
+  `style_layers`.
+  """
+  name: str
+  encoder: nn.Module
+  decoder: nn.Module
+  content_layer: str
+  style_layers: tuple
+  stride: int
+
+
+def vgg_net(widths=VGG_WIDTHS):
+  """The original: normalised VGG-19 to relu4_1, its mirror decoder; style on relu1_1..4_1."""
+  return AdainNet('vgg', Encoder(tuple(widths)), Decoder(tuple(widths)), 'relu4_1', FEATURES,
+                  8)
+
+
+# Lite0 stages kept by the encoder: the stem + stages 1-3 (blocks 0..4), output stride 8
+LITE0_CUT_STAGES = 3
+LITE0_LAYERS = ('stem', 'block0', 'block2', 'block4')
+LITE0_DECODER_WIDTHS = (128, 64, 32, 16)
+
+
+class Lite0Encoder(nn.Module):
+  """EfficientNet-Lite0's first stages, frozen: images (N, H, W, 3) in [0, 1] ->
+  {'stem': ReLU6 of the stem (H/2, 32 channels), 'block0': end of stage 1 (H/2, 16),
+  'block2': end of stage 2 (H/4, 24), 'block4': end of stage 3 (H/8, 40)} for
+  `stages=3` (the stage outputs are the MBConv blocks' linear projections, batch norm
+  with running statistics). Pixels normalised as the TF Lite originals,
+  (255 x - 127) / 128. Module names as `efficientnet_lite.EfficientNetLite`, so
+  `lite0_cut_variables` of its ImageNet variables fit."""
+  stages: int = LITE0_CUT_STAGES
+
+  @nn.compact
+  def __call__(self, x):
+    mean, std = efficientnet_lite.NORMALIZATION['inception']
+    x = (x * 255.0 - jnp.asarray(mean)) / jnp.asarray(std)
+    x = nn.Conv(32, (3, 3), strides=2, padding='SAME', use_bias=False, name='_conv_stem')(x)
+    x = efficientnet_lite._relu6(efficientnet_lite._bn('_bn0')(x))  # pylint: disable=protected-access
+    feats = {'stem': x}
+    i = 0
+    for repeats, kernel, stride, expand, fin, fout in efficientnet_lite.LITE0_STAGES[:self.stages]:
+      for r in range(repeats):
+        x = efficientnet_lite.MBConv(kernel, stride if r == 0 else 1, expand,
+                                     fin if r == 0 else fout, fout, name=f'_blocks_{i}')(x)
+        i += 1
+      feats[f'block{i - 1}'] = x
+    return feats
+
+
+def lite0_cut_variables(variables, stages=LITE0_CUT_STAGES):
+  """The part of EfficientNet-Lite0's variables that `Lite0Encoder(stages)` uses."""
+  n_blocks = sum(s[0] for s in efficientnet_lite.LITE0_STAGES[:stages])
+  keep = {'_conv_stem', '_bn0'} | {f'_blocks_{i}' for i in range(n_blocks)}
+  return {col: {k: v for k, v in tree.items() if k in keep} for col, tree in variables.items()}
+
+
+class MirrorDecoder(nn.Module):
+  """Features (N, h, w, C) -> images (N, 2^k h, 2^k w, 3), k = len(widths) - 1, not
+  clipped. One level per resolution, coarsest first: a nearest x2 upsampling (not at
+  the first), then `convs` (1 at the first level) reflection-padded 3x3 convs of
+  `widths[level]` with ReLU; last, a 3x3 conv to RGB without activation."""
+  widths: tuple = LITE0_DECODER_WIDTHS
+  convs: int = 2
+
+  @nn.compact
+  def __call__(self, x):
+    for level, width in enumerate(self.widths):
+      if level:
+        x = _upsample(x)
+      for j in range(self.convs if level else 1):
+        x = nn.relu(nn.Conv(width, (3, 3), padding='VALID', name=f'conv_{level}_{j}')(
+            _reflect_pad(x)))
+    return nn.Conv(3, (3, 3), padding='VALID', name='to_rgb')(_reflect_pad(x))
+
+
+def lite0_net(decoder_widths=LITE0_DECODER_WIDTHS, stages=LITE0_CUT_STAGES):
+  """EfficientNet-Lite0 cut after `stages` stages (3: stride 8, 40 channels at block4),
+  a `MirrorDecoder`; content and AdaIN at the cut, style on all of LITE0_LAYERS kept."""
+  stride = 2 ** (1 + sum(s[2] == 2 for s in efficientnet_lite.LITE0_STAGES[:stages]))
+  if len(decoder_widths) != stride.bit_length():
+    raise ValueError(f'decoder_widths {decoder_widths}: need {stride.bit_length()} levels '
+                     f'for stride {stride}')
+  n_blocks = sum(s[0] for s in efficientnet_lite.LITE0_STAGES[:stages])
+  layers = ('stem',) + tuple(
+      f'block{sum(s[0] for s in efficientnet_lite.LITE0_STAGES[:k + 1]) - 1}'
+      for k in range(stages))
+  return AdainNet('efficientnet_lite0', Lite0Encoder(stages), MirrorDecoder(tuple(decoder_widths)),
+                  f'block{n_blocks - 1}', layers, stride)
+
+
+def init_encoder(net, seed=0):
+  """Random encoder variables of `net` (Flax's default init; batch stats mean 0, var 1)."""
+  x = jnp.zeros((1, 2 * net.stride, 2 * net.stride, 3), jnp.float32)
+  return jax.jit(net.encoder.init)(jax.random.PRNGKey(seed), x)  # eager: 100s of compiles
+
+
+def init_decoder(net, enc_vars, seed=0):
+  """Random decoder variables of `net` for the channels of `enc_vars`' content layer."""
+  x = jax.ShapeDtypeStruct((1, 2 * net.stride, 2 * net.stride, 3), jnp.float32)
+  feat = jax.eval_shape(net.encoder.apply, enc_vars, x)[net.content_layer]
+  return jax.jit(net.decoder.init)(jax.random.PRNGKey(seed),
+                                   jnp.zeros(feat.shape, jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnames='net')
+def net_target(net, enc_vars, content, style, alpha):
+  """alpha * AdaIN(content, style) + (1 - alpha) * content at net.content_layer."""
+  c = net.encoder.apply(enc_vars, content)[net.content_layer]
+  s = net.encoder.apply(enc_vars, style)[net.content_layer]
+  return alpha * adain(c, s) + (1 - alpha) * c
+
+
+@functools.partial(jax.jit, static_argnames='net')
+def _net_stylize(net, enc_vars, dec_vars, content, style, alpha):
+  return net.decoder.apply(dec_vars, net_target(net, enc_vars, content, style, alpha))
+
+
+def net_stylize(net, enc_vars, dec_vars, content, style, alpha=1.0):
+  """As `stylize`, for any AdainNet: output (N, H', W', 3), H' = stride * ceil(H /
+  stride) for the encoders here; not clipped. Jit-compiled once per net and shape."""
+  check_alpha(alpha)
+  content = jnp.asarray(content, jnp.float32)
+  style = jnp.asarray(style, jnp.float32)
+  if style.shape[0] not in (1, content.shape[0]):
+    raise ValueError(f'style batch {style.shape[0]} must be 1 or the content batch '
+                     f'{content.shape[0]}')
+  return _net_stylize(net, enc_vars, dec_vars, content, style, jnp.float32(alpha))
+
+
+def net_loss(dec_params, net, enc_vars, content, style, content_weight=1.0,
+             style_weight=10.0):
+  """content = MSE(net.content_layer of the decoded image, AdaIN target); style = sum
+  over net.style_layers of MSE of channel means + MSE of channel stds (vs the style
+  image's). Returns (content_weight * content + style_weight * style,
+  {'content', 'style'})."""
+  enc = lambda x: net.encoder.apply(enc_vars, x)
+  style_feats = enc(style)
+  target = jax.lax.stop_gradient(adain(enc(content)[net.content_layer],
+                                       style_feats[net.content_layer]))
+  out = net.decoder.apply({'params': dec_params}, target)
+  out_feats = enc(out)
+  loss_c = _mse(out_feats[net.content_layer], target)
+  loss_s = 0.0
+  for name in net.style_layers:
+    o_mean, o_std = mean_std(out_feats[name])
+    s_mean, s_std = mean_std(style_feats[name])
+    loss_s += _mse(o_mean, s_mean) + _mse(o_std, s_std)
+  return content_weight * loss_c + style_weight * loss_s, {'content': loss_c, 'style': loss_s}
+
+
+@functools.partial(jax.jit, static_argnames=('net', 'optimizer', 'content_weight',
+                                             'style_weight'))
+def net_train_step(state, enc_vars, content, style, net, optimizer, content_weight=1.0,
+                   style_weight=10.0):
+  """`train_step` for any AdainNet: one optimizer step on its decoder's params."""
+  (loss, parts), grads = jax.value_and_grad(net_loss, has_aux=True)(
+      state['params'], net, enc_vars, content, style, content_weight, style_weight)
+  updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
+  params = optax.apply_updates(state['params'], updates)
+  return {'params': params, 'opt_state': opt_state}, {'loss': loss, **parts}
+
+
 # --- decoder training --------------------------------------------------------------------
 
 def _mse(a, b):
@@ -264,18 +443,8 @@ def decoder_loss(dec_params, enc_vars, content, style, content_weight=1.0,
   """The original's loss: content = MSE(relu4_1 of the decoded image, AdaIN target);
   style = sum over relu1_1..relu4_1 of MSE of channel means + MSE of channel stds.
   Returns (content_weight * content + style_weight * style, {'content', 'style'})."""
-  style_feats = encode(enc_vars, style)
-  target = jax.lax.stop_gradient(adain(encode(enc_vars, content)['relu4_1'],
-                                       style_feats['relu4_1']))
-  out = decode({'params': dec_params}, target)
-  out_feats = encode(enc_vars, out)
-  loss_c = _mse(out_feats['relu4_1'], target)
-  loss_s = 0.0
-  for name in FEATURES:
-    o_mean, o_std = mean_std(out_feats[name])
-    s_mean, s_std = mean_std(style_feats[name])
-    loss_s += _mse(o_mean, s_mean) + _mse(o_std, s_std)
-  return content_weight * loss_c + style_weight * loss_s, {'content': loss_c, 'style': loss_s}
+  return net_loss(dec_params, vgg_net(widths_of(enc_vars)), enc_vars, content, style,
+                  content_weight, style_weight)
 
 
 def init_train_state(dec_vars, optimizer):
