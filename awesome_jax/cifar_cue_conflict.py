@@ -27,7 +27,6 @@ figure of all the models beside the humans, with a kappa / JS table (markdown + 
 
 import json
 import os
-import textwrap
 
 import numpy as np
 
@@ -381,16 +380,7 @@ def plot_comparison(path, table, title=''):
       if sb_['std']:
         ax.axvspan(sb_['mean'] - sb_['std'], sb_['mean'] + sb_['std'], color=color,
                    alpha=0.1, lw=0)
-  ax.set_yticks(ys)
-  ax.set_yticklabels(CATEGORIES)
+  task.shape_bias_axes(ax, ys, CATEGORIES, title, ncol=2, title_size=7)
   ax.set_ylim(-0.5, len(CATEGORIES) - 0.5)
-  ax.set_xlim(-0.02, 1.02)
-  ax.set_xlabel('fraction of "shape" decisions')
-  top = ax.secondary_xaxis('top', functions=(lambda v: 1 - v, lambda v: 1 - v))
-  top.set_xlabel('fraction of "texture" decisions')
-  ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
-  ax.grid(axis='x', alpha=0.3)
-  if title:
-    ax.set_title(textwrap.fill(title, 70), fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)

@@ -70,9 +70,10 @@ for check in (lambda: distill.check_config(config),
 '''
 
 
-def run_python(code, *args):
+def run_python(code, *args, env=None):
+  """stdout of `python -c code args` on DEVICES forced CPU devices (`env`: more variables)."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={DEVICES}')
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={DEVICES}', **(env or {}))
   proc = subprocess.run([sys.executable, '-c', code, *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,13 +104,21 @@ def test_eight_devices_give_the_one_device_result():
   assert_close(r['one'], r['eight'])
 
 
-def test_batch_not_divisible_by_the_devices_is_a_one_line_error():
-  lines = run_python(BAD_BATCH).strip().splitlines()
-  assert len(lines) == 2, lines
+def one_line_errors(code, count=2):
+  """The `count` error messages `code` prints as ERROR repr(message) lines, each checked
+  to be one line."""
+  lines = run_python(code).strip().splitlines()
+  assert len(lines) == count, lines
+  messages = []
   for line in lines:
     assert line.startswith('ERROR '), line
-    message = eval(line[len('ERROR '):])  # pylint: disable=eval-used
-    assert '\n' not in message
+    messages.append(eval(line[len('ERROR '):]))  # pylint: disable=eval-used
+    assert '\n' not in messages[-1]
+  return messages
+
+
+def test_batch_not_divisible_by_the_devices_is_a_one_line_error():
+  for message in one_line_errors(BAD_BATCH):
     assert message.startswith('outer.batch_size=100: must be divisible by the 8 devices')
 
 

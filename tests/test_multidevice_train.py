@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from awesome_jax import distributed
+from tests.test_multidevice import one_line_errors, result, run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = 8
@@ -94,20 +95,6 @@ for check in (lambda: classify.check(config),
 '''
 
 
-def run_python(code, *args, env=None):
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={DEVICES}', **(env or {}))
-  proc = subprocess.run([sys.executable, '-c', code, *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout
-
-
-def result(stdout):
-  line = next(l for l in stdout.splitlines() if l.startswith('RESULT '))
-  return json.loads(line[len('RESULT '):])
-
-
 def assert_trees_close(eight, one, what):
   assert sorted(eight) == sorted(one), what
   for name in one:
@@ -132,12 +119,7 @@ def test_eight_devices_train_as_one(task):
 
 
 def test_batch_not_divisible_by_the_devices_is_a_one_line_error():
-  lines = run_python(BAD_BATCH).strip().splitlines()
-  assert len(lines) == 2, lines
-  for line in lines:
-    assert line.startswith('ERROR '), line
-    message = eval(line[len('ERROR '):])  # pylint: disable=eval-used
-    assert '\n' not in message
+  for message in one_line_errors(BAD_BATCH):
     assert message == ("train.batch_size=100: must be divisible by the 8 devices of the "
                        "'data' mesh (train.shard=True)")
 

@@ -190,13 +190,19 @@ def stylize(enc_vars, dec_vars, content, style, alpha=1.0):
   """Decoded AdaIN of content (N, H, W, 3) with style (N or 1, h, w, 3), both float32 in
   [0, 1]; alpha in [0, 1] blends stylized (1) and content (0) features. Output
   (N, H', W', 3), H' = 8 * ceil(H / 8); not clipped to [0, 1]. Jit-compiled."""
+  content, style = _stylize_inputs(content, style, alpha)
+  return _stylize(enc_vars, dec_vars, content, style, jnp.float32(alpha))
+
+
+def _stylize_inputs(content, style, alpha):
+  """(content, style) as float32 arrays, after checking alpha and the batch sizes."""
   check_alpha(alpha)
   content = jnp.asarray(content, jnp.float32)
   style = jnp.asarray(style, jnp.float32)
   if style.shape[0] not in (1, content.shape[0]):
     raise ValueError(f'style batch {style.shape[0]} must be 1 or the content batch '
                      f'{content.shape[0]}')
-  return _stylize(enc_vars, dec_vars, content, style, jnp.float32(alpha))
+  return content, style
 
 
 # --- converter ---------------------------------------------------------------------------
@@ -390,12 +396,7 @@ def _net_stylize(net, enc_vars, dec_vars, content, style, alpha):
 def net_stylize(net, enc_vars, dec_vars, content, style, alpha=1.0):
   """As `stylize`, for any AdainNet: output (N, H', W', 3), H' = stride * ceil(H /
   stride) for the encoders here; not clipped. Jit-compiled once per net and shape."""
-  check_alpha(alpha)
-  content = jnp.asarray(content, jnp.float32)
-  style = jnp.asarray(style, jnp.float32)
-  if style.shape[0] not in (1, content.shape[0]):
-    raise ValueError(f'style batch {style.shape[0]} must be 1 or the content batch '
-                     f'{content.shape[0]}')
+  content, style = _stylize_inputs(content, style, alpha)
   return _net_stylize(net, enc_vars, dec_vars, content, style, jnp.float32(alpha))
 
 

@@ -114,7 +114,7 @@ def model_fn(config, name, weights):
   if name == 'efficientnet_lite0' and not override:
     spec = _lite0_preprocessing(config.model.normalization)
   # the weights as an argument, not captured: captured arrays become compile-time constants
-  forward = jax.jit(lambda v, x: model.apply(v, zoo.preprocess(x, spec)))
+  forward = zoo.jit(lambda v, x: model.apply(v, zoo.preprocess(x, spec)))
   options = {k: getattr(model, k) for k in ('gelu',) if hasattr(model, k)}
   return functools.partial(forward, variables), spec, options
 
@@ -314,18 +314,24 @@ def plot_shape_bias(path, models, humans, categories=sb.CATEGORIES, title=''):
     ax.scatter([per[c] for c in categories], ys, marker=marker, s=50,
                facecolors='none' if name == 'humans' else color, edgecolors=color, label=name)
     ax.axvline(sb.shape_bias(trials)['shape_bias'], color=color, lw=1.5, alpha=0.7)
+  shape_bias_axes(ax, ys, categories, title, ncol=3, title_size=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def shape_bias_axes(ax, ys, categories, title='', ncol=3, title_size=6):
+  """The Geirhos-style axes: a class per row, shape decisions left to right (texture on
+  the top axis), the legend below, the title wrapped."""
   ax.set_yticks(ys)
   ax.set_yticklabels(categories)
   ax.set_xlim(-0.02, 1.02)
   ax.set_xlabel('fraction of "shape" decisions')
   top = ax.secondary_xaxis('top', functions=(lambda v: 1 - v, lambda v: 1 - v))
   top.set_xlabel('fraction of "texture" decisions')
-  ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.09), ncol=3, fontsize=8)
+  ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.09), ncol=ncol, fontsize=8)
   ax.grid(axis='x', alpha=0.3)
   if title:
-    ax.set_title(textwrap.fill(title, 70), fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+    ax.set_title(textwrap.fill(title, 70), fontsize=title_size)
 
 
 def plot_kappa(path, kappas, title=''):
