@@ -1,13 +1,15 @@
 """Evaluation speed of zoo models: images/s of the forward pass at batch 64, 224x224.
 
   python benchmarks/zoo_speed.py [--models resnet50,vit_b16,efficientnet_lite0]
-      [--batch 64] [--batches 3] [--reference] [--threads N]
+      [--batch 64] [--batches 3] [--reference] [--threads N] [--xla_defaults]
 
-Ours: the Flax module (jit, random weights: speed does not depend on the values) on
-float32 NHWC inputs. --reference: also the PyTorch reference of each model in the same
-run (torchvision ResNet-50, timm ViT-B/16, efficientnet-lite-pytorch EfficientNet-Lite0;
-`pip install -e '.[reference]' torchvision timm`), eval mode, inference_mode, float32
-NCHW, torch.set_num_threads(--threads). Each configuration runs in its own process (its
+Ours: the Flax module (`zoo.jit`: jit with the zoo's XLA options, `zoo.compiler_options()`;
+random weights: speed does not depend on the values) on float32 NHWC inputs;
+--xla_defaults: plain jax.jit instead (XLA:CPU's YNNPACK fusions on). --reference: also
+the PyTorch reference of each model in the same run (torchvision ResNet-50, timm
+ViT-B/16, efficientnet-lite-pytorch EfficientNet-Lite0; `pip install -e '.[reference]'
+torchvision timm`), eval mode, inference_mode, float32 NCHW,
+torch.set_num_threads(--threads). Each configuration runs in its own process (its
 peak RSS is its own); compile / first-call time is reported apart from the median.
 """
 
@@ -38,14 +40,15 @@ def _timed(call, batches):
   return first, float(np.median(times))
 
 
-def ours(name, batch, batches):
+def ours(name, batch, batches, xla_defaults=False):
   import jax  # pylint: disable=g-import-not-at-top
   from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
   model, variables, _ = zoo.load(name, 'random')
-  f = jax.jit(model.apply)
+  f = jax.jit(model.apply) if xla_defaults else zoo.jit(model.apply)
   x = np.random.default_rng(0).standard_normal((batch, 224, 224, 3)).astype(np.float32)
   first, med = _timed(lambda: jax.block_until_ready(f(variables, x)), batches)
-  return {'first_s': first, 'median_s': med, 'device': jax.devices()[0].platform}
+  return {'first_s': first, 'median_s': med, 'device': jax.devices()[0].platform,
+          'compiler_options': None if xla_defaults else zoo.compiler_options()}
 
 
 def reference(name, batch, batches, threads):
@@ -75,7 +78,7 @@ def reference(name, batch, batches, threads):
 
 def child_main(kw):
   if kw['code'] == 'ours':
-    r = ours(kw['name'], kw['batch'], kw['batches'])
+    r = ours(kw['name'], kw['batch'], kw['batches'], kw.get('xla_defaults', False))
   else:
     r = reference(kw['name'], kw['batch'], kw['batches'], kw['threads'])
   r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -90,20 +93,26 @@ def main():
   ap.add_argument('--reference', action='store_true', help='also time the PyTorch models')
   ap.add_argument('--threads', type=int, default=os.cpu_count(),
                   help="torch's thread count for --reference (XLA uses every core)")
+  ap.add_argument('--xla_defaults', action='store_true',
+                  help="ours with plain jax.jit, without the zoo's compiler options")
   args = ap.parse_args()
   print(f'| model | code | images/s | s/batch (median of {args.batches}) | first call s '
         '| peak RSS MB | ours / reference time |')
   print('|---|---|---|---|---|---|---|')
+  options = set()
   for name in args.models.split(','):
-    kw = dict(name=name, batch=args.batch, batches=args.batches, threads=args.threads)
+    kw = dict(name=name, batch=args.batch, batches=args.batches, threads=args.threads,
+              xla_defaults=args.xla_defaults)
     rows = [('ours (Flax, jit)', run_child(__file__, '--one', dict(kw, code='ours')))]
     if args.reference:
       rows.append((REFERENCES.get(name, '?'), run_child(__file__, '--one',
                                                         dict(kw, code='reference'))))
+    options.add(f'{rows[0][1]["device"]}, XLA options {rows[0][1]["compiler_options"]}')
     for i, (code, r) in enumerate(rows):
       ratio = f'{rows[0][1]["median_s"] / r["median_s"]:.2f}x' if i else ''
       print(f'| {name} | {code} | {args.batch / r["median_s"]:.1f} | {r["median_s"]:.2f} | '
             f'{r["first_s"]:.1f} | {r["peak_rss_mb"]:.0f} | {ratio} |', flush=True)
+  print(f'\nours: {"; ".join(sorted(options))}')
 
 
 if __name__ == '__main__':

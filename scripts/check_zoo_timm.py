@@ -4,13 +4,19 @@ Two halves, so that torch never runs next to JAX: the reference half (needs torc
 `pip install torch timm`) creates timm's models (pretrained=False, eval, timm's init
 plus N(0, 0.02) noise on every tensor so that zero biases and unit LayerNorm scales
 are exercised too), saves each state dict with torch.save, a random batch and timm's
-logits; the JAX half converts each file with `vit_convert` (timm format: exact GELU),
-runs the same batch and prints max |logit diff| and wall times. It also compares the
+logits in float32 and in float64; the JAX half converts each file with `vit_convert`
+(timm format: exact GELU), runs the same batch (jitted as the zoo evaluates, `zoo.jit`) in
+float64 and in float32 and prints max |logit diff| and wall times. It also compares the
 bicubic position-embedding resize with timm's `resample_abs_pos_embed`.
+
+The parity criterion is float64 against float64 (`f64 diff`, bar --tol; ~1e-13 when the
+two compute the same function), as in check_zoo_torchvision.py; the float32 columns give
+max |logit diff| to timm's float32 logits, max |logit|, the relative difference (bar
+--f32-rel-tol) and ours' and timm's own float32 errors against timm's float64 logits.
 
   python scripts/check_zoo_timm.py --reference-python=/path/to/venv_with_timm/bin/python
 
-Exits 1 if a logit difference exceeds --tol.
+Exits 1 if the float64 difference exceeds --tol or the float32 relative one --f32-rel-tol.
 """
 
 import argparse
@@ -52,7 +58,10 @@ def make_reference(workdir, models, batch, threads):
       start = time.perf_counter()
       model(x)
       second = time.perf_counter() - start
+      logits64 = model.double()(x.double())
+      model.float()
     arrays[f'logits/{name}'] = logits.numpy()
+    arrays[f'logits64/{name}'] = logits64.numpy()
     act = model.blocks[0].mlp.act
     report['models'][name] = {'first_s': first, 'second_s': second,
                               'gelu': f'{type(act).__name__}({getattr(act, "approximate", "")})'}
@@ -66,19 +75,22 @@ def make_reference(workdir, models, batch, threads):
     json.dump(report, f)
 
 
-def check(workdir, models, tol):
-  """The JAX half: convert, run, compare; returns the worst logit difference."""
+def check(workdir, models, tol, f32_rel_tol):
+  """The JAX half: convert, run, compare; returns (worst float64 logit difference, worst
+  float32 relative one)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from awesome_jax.models import vit_convert  # pylint: disable=g-import-not-at-top
+  from awesome_jax.models import vit_convert, zoo  # pylint: disable=g-import-not-at-top
   ref = np.load(os.path.join(workdir, 'reference.npz'))
   with open(os.path.join(workdir, 'reference.json')) as f:
     info = json.load(f)
   x = ref['images']
   print(f'torch {info["torch"]}, timm {info["timm"]}, jax {jax.__version__} '
-        f'({jax.devices()[0].platform}); batch {len(x)} random 224x224 images')
-  print(f'{"model":24s} {"max|diff|":>10s} {"max|logit|":>10s} {"convert s":>9s} '
-        f'{"jax 1st s":>9s} {"jax 2nd s":>9s} {"timm 1st s":>10s} {"timm 2nd s":>10s}')
-  worst = 0.0
+        f'({jax.devices()[0].platform}, XLA options {zoo.compiler_options()}); batch {len(x)} '
+        'random 224x224 images')
+  print(f'{"model":24s} {"f64 diff":>9s} | {"f32 diff":>9s} {"max|logit|":>10s} {"rel":>9s} '
+        f'{"ours-f64":>9s} {"timm-f64":>9s} | {"convert s":>9s} {"jax 1st s":>9s} '
+        f'{"jax 2nd s":>9s} {"timm 1st s":>10s} {"timm 2nd s":>10s}')
+  worst64 = worst_rel = 0.0
   for name in models:
     entry = vit_convert.ZOO_ENTRIES[TIMM_TO_ZOO[name]]
     path = os.path.join(workdir, f'{name}.pth')
@@ -87,26 +99,35 @@ def check(workdir, models, tol):
     convert_s = time.perf_counter() - start
     model = entry.build(weight_format=vit_convert.weight_format(path))
     assert model.gelu == 'exact'
-    forward = jax.jit(model.apply)
+    forward = zoo.jit(model.apply)   # as the zoo evaluates
     start = time.perf_counter()
     ours = np.asarray(forward(variables, x))
     first = time.perf_counter() - start
     start = time.perf_counter()
     np.asarray(forward(variables, x))
     second = time.perf_counter() - start
-    theirs = ref[f'logits/{name}']
+    with jax.enable_x64(True):
+      variables64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+      ours64 = np.asarray(zoo.jit(model.apply)(variables64, x.astype(np.float64)))
+    assert ours.dtype == np.float32 and ours64.dtype == np.float64
+    theirs, exact = ref[f'logits/{name}'], ref[f'logits64/{name}']
+    diff64 = float(np.abs(ours64 - exact).max())
     diff = float(np.abs(ours - theirs).max())
-    worst = max(worst, diff)
+    scale = float(np.abs(exact).max())
+    worst64, worst_rel = max(worst64, diff64), max(worst_rel, diff / scale)
     t = info['models'][name]
-    print(f'{name:24s} {diff:10.2e} {np.abs(theirs).max():10.3f} {convert_s:9.2f} '
-          f'{first:9.2f} {second:9.2f} {t["first_s"]:10.2f} {t["second_s"]:10.2f}'
-          f' timm act {t["gelu"]}{"" if diff <= tol else "  FAIL"}')
+    fail = diff64 > tol or diff / scale > f32_rel_tol
+    print(f'{name:24s} {diff64:9.2e} | {diff:9.2e} {scale:10.3f} {diff / scale:9.2e} '
+          f'{np.abs(ours - exact).max():9.2e} {np.abs(theirs - exact).max():9.2e} | '
+          f'{convert_s:9.2f} {first:9.2f} {second:9.2f} {t["first_s"]:10.2f} '
+          f'{t["second_s"]:10.2f} timm act {t["gelu"]}{"  FAIL" if fail else ""}')
+    del variables, variables64
   for old, new in POSEMB_CASES:
     ours = vit_convert.resize_posemb(ref[f'posemb/{old}/{new}/in'], (new, new), 'bicubic')
     diff = float(np.abs(ours - ref[f'posemb/{old}/{new}/out']).max())
     print(f'posemb bicubic {old}x{old} -> {new}x{new}: max |diff| vs timm '
           f'resample_abs_pos_embed {diff:.2e}')
-  return worst
+  return worst64, worst_rel
 
 
 def main():
@@ -116,7 +137,10 @@ def main():
                   help='a Python with torch and timm')
   ap.add_argument('--batch', type=int, default=2)
   ap.add_argument('--threads', type=int, default=2, help='torch threads')
-  ap.add_argument('--tol', type=float, default=1e-4)
+  ap.add_argument('--tol', type=float, default=1e-4,
+                  help='max |logit diff| allowed, float64 (ours) vs float64 (timm)')
+  ap.add_argument('--f32-rel-tol', type=float, default=1e-5,
+                  help='max |logit diff| / max |logit| allowed, float32 vs float32')
   ap.add_argument('--workdir', default=None, help='keep the files here (default: a temp dir)')
   ap.add_argument('--make-reference', default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
@@ -133,9 +157,11 @@ def main():
     subprocess.run([args.reference_python, os.path.abspath(__file__), '--models', args.models,
                     '--batch', str(args.batch), '--threads', str(args.threads),
                     '--make-reference', workdir], check=True)
-    worst = check(workdir, models, args.tol)
-  print(f'worst max |logit diff| {worst:.2e} (bar {args.tol:g})')
-  sys.exit(0 if worst <= args.tol else 1)
+    worst64, worst_rel = check(workdir, models, args.tol, args.f32_rel_tol)
+  ok = worst64 <= args.tol and worst_rel <= args.f32_rel_tol
+  print(f'worst float64 max |logit diff| {worst64:.2e} (bar {args.tol:g}); worst float32 '
+        f'relative {worst_rel:.2e} (bar {args.f32_rel_tol:g}): {"met" if ok else "NOT MET"}')
+  sys.exit(0 if ok else 1)
 
 
 if __name__ == '__main__':

@@ -255,6 +255,33 @@ def test_converted_tiny_net_matches_numpy_forward(tiny, tmp_path):
   # float32 vs float64: ~2e-7 of the largest logit here; a wrong eps (1e-3) moves 5e-5
   np.testing.assert_allclose(logits, want, rtol=1e-5, atol=5e-6 * np.abs(want).max())
   assert np.abs(want).max() > 1e-2                              # not a vacuous comparison
+  # jitted as the zoo evaluates (zoo.jit: XLA:CPU options of its own), the same
+  np.testing.assert_allclose(np.asarray(zoo.jit(model.apply)(variables, x)), want, rtol=1e-5,
+                             atol=5e-6 * np.abs(want).max())
+  # in float64 the float32 rounding is gone: the same function as torch's, to ~1e-15
+  with jax.enable_x64(True):
+    variables64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+    logits64 = np.asarray(zoo.jit(model.apply)(variables64, x.astype(np.float64)))
+  assert logits64.dtype == np.float64
+  np.testing.assert_allclose(logits64, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+
+
+def test_zoo_jit_runs_without_ynnpack_fusions_on_cpu():
+  """zoo.jit compiles with zoo.compiler_options(): on CPU, XLA's YNNPACK fusions off (its
+  Eigen kernels were 1.5-1.7x faster for the zoo's models on a 2-core Xeon)."""
+  if jax.default_backend() != 'cpu':
+    assert zoo.compiler_options() is None
+    return
+  assert zoo.compiler_options() in (zoo.NO_YNN, None)   # None: an XLA without the option
+  model = torchvision_cnn.build('resnet18', width=0.25, stage_sizes=(1, 1), num_classes=5)
+  x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x)
+  hlo = zoo.jit(model.apply).lower(variables, x).compile().as_text()
+  if zoo.compiler_options():
+    assert '__ynn_fusion' not in hlo
+  np.testing.assert_allclose(np.asarray(zoo.jit(model.apply)(variables, x)),
+                             np.asarray(jax.jit(model.apply)(variables, x)), rtol=1e-5,
+                             atol=1e-5)
 
 
 @pytest.mark.parametrize('size,out', [((8, 8), 7), ((4, 4), 7), ((1, 1), 6), ((13, 13), 6),

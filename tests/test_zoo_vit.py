@@ -154,7 +154,8 @@ def images(n=2, size=IMAGE, seed=1):
 
 
 def logits(model, variables, x):
-  return np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x)))
+  """float32 logits, jitted as the zoo evaluates (zoo.jit)."""
+  return np.asarray(zoo.jit(model.apply)(variables, jnp.asarray(x)))
 
 
 ENTRY = vit_convert.ZOO_ENTRIES['vit_b16']
@@ -217,6 +218,11 @@ def test_timm_file_matches_numpy_vit(tmp_path):
   ref = numpy_vit(sd, x)
   assert np.abs(ref).max() > 1  # logits of some size, so that the bar below means something
   np.testing.assert_allclose(logits(model, variables, x), ref, atol=1e-4, rtol=0)
+  with jax.enable_x64(True):  # free of float32 rounding: the same function, to ~1e-15
+    variables64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+    logits64 = np.asarray(zoo.jit(model.apply)(variables64, x.astype(np.float64)))
+  assert logits64.dtype == np.float64
+  np.testing.assert_allclose(logits64, ref, atol=1e-12 * np.abs(ref).max(), rtol=0)
   save_safetensors(tmp_path / 'vit.safetensors', sd)
   np.testing.assert_allclose(
       logits(model, ENTRY.convert(tmp_path / 'vit.safetensors', **TINY), x), ref, atol=1e-4, rtol=0)

@@ -3,13 +3,15 @@
 `load(name, weights)` -> (Flax module, variables, Preprocessing): the module at
 ImageNet shapes (224x224 by default), its variables converted from a weight file of a
 public format (no torch at run time), and the preprocessing that travels with that
-format (resize, centre crop, mean/std). `ZOO[name]` says how.
+format (resize, centre crop, mean/std). `ZOO[name]` says how. `jit(fn)`: `fn` (a forward
+pass) jitted with the XLA options the zoo is evaluated with (`compiler_options`).
 
 A weight file's format decides the preprocessing (`PREPROCESSING`), a config may override
 it; results.json and the plots name the one used.
 """
 
 import dataclasses
+import functools
 from typing import Callable
 
 
@@ -128,6 +130,40 @@ def load(name, weights, preprocessing='', **kwargs):
   else:
     variables = entry.convert(weights)
   return model, variables, spec
+
+
+# XLA:CPU: no YNNPACK fusions (dots and convolutions then run on XLA's own Eigen kernels)
+NO_YNN = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_options():
+  """XLA options for a zoo model's jitted forward pass: on CPU `NO_YNN` where this XLA
+  knows the option, else None (and None off CPU).
+
+  jaxlib 0.10.2's XLA:CPU hands float32 dots and convolutions to YNNPACK by default; its
+  own Eigen kernels were faster for every zoo model timed (2-core Intel Xeon CPU @
+  2.80GHz, shared with other runs, 2026-12-01; batch 64, 224x224, forward only, process
+  CPU time, interleaved in one process): ViT-B/16 1.46x -> 1.04-1.14x timm's CPU time,
+  ResNet-50 10.5 -> 6.9 s, EfficientNet-Lite0 2.60 -> 1.54 s. The results are the same up
+  to float32 rounding (parity: scripts/check_zoo_torchvision.py, check_zoo_timm.py).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != 'cpu':
+    return None
+  try:  # a later XLA may rename or drop the option: compile without it then
+    jax.jit(lambda a: a @ a, compiler_options=NO_YNN).lower(
+        jnp.zeros((2, 2), jnp.float32)).compile()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return dict(NO_YNN)
+
+
+def jit(fn, **kwargs):
+  """jax.jit(fn, **kwargs) with the zoo's `compiler_options()`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
 def preprocess(images, spec):
