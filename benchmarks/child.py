@@ -1,4 +1,5 @@
-"""Runs one benchmark configuration in a child process, so that its peak RSS is its own.
+"""Runs one benchmark configuration in a child process, so that its peak RSS is its own;
+times a call (`timed`).
 
 The benchmark scripts call themselves with `FLAG JSON` and print one JSON line last;
 this module is found on sys.path because the scripts are run as `python benchmarks/X.py`.
@@ -6,8 +7,10 @@ this module is found on sys.path because the scripts are run as `python benchmar
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+import time
 
 
 def run_child(script, flag, kw, env=None):
@@ -20,3 +23,17 @@ def run_child(script, flag, kw, env=None):
   if out.returncode:
     sys.exit(f'{flag} {json.dumps(kw)} failed:\n{out.stderr[-3000:]}')
   return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(call, repeats):
+  """(seconds of the first call, median seconds of `repeats` more): the first holds the
+  compilation where `call` runs a jitted function (which must block until done)."""
+  t = time.perf_counter()
+  call()
+  first = time.perf_counter() - t
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - t)
+  return first, statistics.median(times)

@@ -25,6 +25,7 @@ import numpy as np
 
 from awesome_jax import stylize
 from awesome_jax.models import adain
+from child import timed
 
 
 def _writer_rate(method, variables, net, size, n):
@@ -54,15 +55,7 @@ def _batched_rate(method, variables, net, size, batch, repeats=3):
     f = lambda: jax.block_until_ready(adain.stylize(*variables, c, s))
   else:
     f = lambda: jax.block_until_ready(adain.net_stylize(net, *variables, c, s))
-  t = time.perf_counter()
-  f()
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f()
-    times.append(time.perf_counter() - t)
-  med = float(np.median(times))
+  first, med = timed(f, repeats)
   return batch / med, (first - med if method != 'fourier' else None)
 
 

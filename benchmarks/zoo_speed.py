@@ -18,26 +18,13 @@ import json
 import os
 import resource
 import sys
-import time
 
 import numpy as np
 
-from child import run_child
+from child import run_child, timed
 
 REFERENCES = {'resnet50': 'torchvision', 'vit_b16': 'timm',
               'efficientnet_lite0': 'efficientnet-lite-pytorch'}
-
-
-def _timed(call, batches):
-  t = time.perf_counter()
-  call()
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(batches):
-    t = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - t)
-  return first, float(np.median(times))
 
 
 def ours(name, batch, batches, xla_defaults=False):
@@ -46,7 +33,7 @@ def ours(name, batch, batches, xla_defaults=False):
   model, variables, _ = zoo.load(name, 'random')
   f = jax.jit(model.apply) if xla_defaults else zoo.jit(model.apply)
   x = np.random.default_rng(0).standard_normal((batch, 224, 224, 3)).astype(np.float32)
-  first, med = _timed(lambda: jax.block_until_ready(f(variables, x)), batches)
+  first, med = timed(lambda: jax.block_until_ready(f(variables, x)), batches)
   return {'first_s': first, 'median_s': med, 'device': jax.devices()[0].platform,
           'compiler_options': None if xla_defaults else zoo.compiler_options()}
 
@@ -71,7 +58,7 @@ def reference(name, batch, batches, threads):
   def call():
     with torch.inference_mode():
       net(x)
-  first, med = _timed(call, batches)
+  first, med = timed(call, batches)
   return {'first_s': first, 'median_s': med, 'device': 'cpu', 'torch': torch.__version__,
           'threads': threads}
 
