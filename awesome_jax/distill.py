@@ -39,6 +39,7 @@ from awesome_jax.distilled_io import load_distilled  # noqa: F401  (the set's re
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 from awesome_jax import sharding as sharding_lib
+from awesome_jax import xla_options
 
 
 class ConfigError(ValueError):
@@ -309,7 +310,6 @@ def check_sharding(config, num_devices):
 REAL_CHUNK = 128
 
 
-@functools.lru_cache(maxsize=None)
 def outer_step_compiler_options():
   """XLA options for the jitted outer step on CPU: {'xla_cpu_use_fusion_emitters': False}
   where this XLA knows the option, else None (and None off CPU).
@@ -321,15 +321,7 @@ def outer_step_compiler_options():
   1.01x; its real-batch part ~0.92x, its inner loop 1.09-1.12x). Same values up to float
   rounding.
   """
-  if jax.default_backend() != 'cpu':
-    return None
-  options = {'xla_cpu_use_fusion_emitters': False}
-  try:  # a later XLA may drop the option: compile without it then
-    jax.jit(lambda a: a + 1, compiler_options=options).lower(
-        jnp.zeros((), jnp.float32)).compile()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  return options
+  return xla_options.cpu_only(xla_cpu_use_fusion_emitters=False)
 
 
 class Distiller:

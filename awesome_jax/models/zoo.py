@@ -11,7 +11,6 @@ it; results.json and the plots name the one used.
 """
 
 import dataclasses
-import functools
 from typing import Callable
 
 
@@ -136,7 +135,6 @@ def load(name, weights, preprocessing='', **kwargs):
 NO_YNN = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
-@functools.lru_cache(maxsize=None)
 def compiler_options():
   """XLA options for a zoo model's jitted forward pass: on CPU `NO_YNN` where this XLA
   knows the option, else None (and None off CPU).
@@ -148,16 +146,8 @@ def compiler_options():
   ResNet-50 10.5 -> 6.9 s, EfficientNet-Lite0 2.60 -> 1.54 s. The results are the same up
   to float32 rounding (parity: scripts/check_zoo_torchvision.py, check_zoo_timm.py).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  if jax.default_backend() != 'cpu':
-    return None
-  try:  # a later XLA may rename or drop the option: compile without it then
-    jax.jit(lambda a: a @ a, compiler_options=NO_YNN).lower(
-        jnp.zeros((2, 2), jnp.float32)).compile()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  return dict(NO_YNN)
+  from awesome_jax import xla_options  # pylint: disable=g-import-not-at-top
+  return xla_options.cpu_only(**NO_YNN)
 
 
 def jit(fn, **kwargs):
