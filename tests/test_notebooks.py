@@ -17,7 +17,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUDIES = ('quickstart', 'distillation', 'edge_popup', 'shape_bias', 'cnn_vs_vit')
+STUDIES = ('quickstart', 'distillation', 'edge_popup', 'shape_bias', 'cnn_vs_vit',
+           'stylization')
 SWITCH = 'TINY = False'
 RUNS = "RUNS = '/tmp/runs'"
 # the only modules a notebook imports: the package, its configs, and the standard
