@@ -9,9 +9,16 @@
   The style of image i is drawn from (seed, i) alone, so a resumed run makes the same
   choice; files are written under a temporary name and renamed, so one that exists is
   complete and is skipped.
+* Content may also be a TFDS dataset, `tfds:NAME` (e.g. `tfds:imagenet2012`,
+  `tfds:cifar10`), streamed one example at a time in the split's stored order
+  (`open_tfds`): example i becomes `out/<split>/<class>/<i:08d>.png`, the class from the
+  dataset's label feature.
 
   python -m awesome_jax.stylize dataset --content data/train --style styles --out out \\
       --method adain --vgg vgg_normalised.pth --decoder decoder.pth --size 224 --tar
+  python -m awesome_jax.stylize dataset --content tfds:imagenet2012 --split validation \\
+      --style paintings --out out --method adain --vgg vgg_normalised.pth \\
+      --decoder decoder.pth --size 224
   python -m awesome_jax.stylize textures --out styles --n 1000 --size 256
   python -m awesome_jax.stylize train-decoder --content data/train --style '' \\
       --encoder efficientnet_lite0 --workdir runs/dec --steps 1000 --size 64
@@ -23,7 +30,9 @@ VGG-19 from `vgg_normalised.pth`, or EfficientNet-Lite0's early blocks.
 """
 
 import argparse
+import importlib.util
 import os
+import re
 import sys
 import tarfile
 
@@ -33,7 +42,9 @@ from tqdm import tqdm
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 METHODS = ('adain', 'fourier')
+TFDS_PREFIX = 'tfds:'
 _TMP = '.tmp'
+_INDEX_PNG = re.compile(r'[0-9]{8}\.png')
 
 
 def check_alpha(alpha):
@@ -115,6 +126,17 @@ def textures(n, size, seed):
       np.zeros((0, size, size, 3), np.uint8))
 
 
+def write_textures(folder, n, size, seed, progress=True):
+  """Writes texture(seed, i, size) for i < n as folder/texture_<seed>_<i:06d>.png (those
+  already there are kept); returns their n paths, in order."""
+  os.makedirs(folder, exist_ok=True)
+  paths = [os.path.join(folder, f'texture_{seed}_{i:06d}.png') for i in range(n)]
+  for i in tqdm(range(n), unit='img', desc='textures', disable=not progress):
+    if not os.path.exists(paths[i]):
+      _write_png(paths[i], texture(seed, i, size))
+  return paths
+
+
 # --- Fourier amplitude swap -------------------------------------------------------------
 
 def fourier_swap(content, style, alpha=1.0):
@@ -181,6 +203,114 @@ def read_rgb(path, what='image'):
       return np.asarray(im.convert('RGB'))
   except (OSError, ValueError) as e:
     raise ValueError(f'{what} {path}: unreadable ({e})') from None
+
+
+def is_tfds(content):
+  """Whether `content` names a TFDS dataset: 'tfds:NAME'."""
+  return isinstance(content, str) and content.startswith(TFDS_PREFIX)
+
+
+def split_folder(split):
+  """The output folder of a split: its name, with a TFDS slice spelled for file systems
+  and tar (':' -> '-', '%' -> 'pct', other characters -> '_'): 'train[:10%]' ->
+  'train_-10pct'."""
+  name = re.sub(r'[^A-Za-z0-9_.-]+', '_', split.replace(':', '-').replace('%', 'pct'))
+  return name.strip('_') or 'split'
+
+
+def _first_line(e):
+  lines = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
+
+
+def _has_tensorflow():
+  return importlib.util.find_spec('tensorflow') is not None
+
+
+def tfds_reader():
+  """The reader `open_tfds` uses here: 'tfds.load' (TensorFlow installed) or
+  'tfds.data_source'. A split begun with one is resumed with the same one."""
+  return 'tfds.load' if _has_tensorflow() else 'tfds.data_source'
+
+
+def _rgb(image, where):
+  """(H, W, 3) uint8 of a decoded TFDS image (grey and RGBA ones converted)."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or image.dtype != np.uint8:
+    raise ValueError(f'{where}: not a uint8 (H, W, 1|3|4) image (got {image.dtype} '
+                     f'{image.shape})')
+  return np.repeat(image, 3, -1) if image.shape[-1] == 1 else image[..., :3]
+
+
+def open_tfds(name, split='train', data_dir=None):
+  """(examples, count, classes, reader) of a TFDS split, read one example at a time.
+
+  name: a `tfds.load` name ('cifar10', 'imagenet2012', 'imagenet2012:5.1.0'); split: a
+  TFDS split ('train', 'validation', 'train[:10000]'). With TensorFlow installed the
+  reader is `tfds.load(..., shuffle_files=False)` (one file at a time, in order) +
+  `tfds.as_numpy`; without it `tfds.data_source` (TFDS's array_record files, random
+  access, no TensorFlow). Each gives the examples in the split's stored order (its
+  files in turn), the same on every call. TFDS prepares (downloads) the dataset first
+  if it can.
+
+  examples(start): iterator of (index, image uint8 (H, W, 3), label int) from example
+  `start` on. count: the number of examples (None if TFDS does not say). classes: the
+  names of the label feature (None: it has none; the labels are used as names).
+  A bad name, split or data folder raises a one-line ValueError.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  where = f'content {TFDS_PREFIX}{name} split {split!r}'
+  tf = _has_tensorflow()
+  try:
+    if tf:
+      ds, info = tfds.load(name, split=split, shuffle_files=False, with_info=True,
+                           data_dir=data_dir or None,
+                           read_config=tfds.ReadConfig(interleave_cycle_length=1))
+      try:
+        count = int(info.splits[split].num_examples)
+      except Exception:  # pylint: disable=broad-except
+        count = None
+    else:
+      source = tfds.data_source(name, split=split, data_dir=data_dir or None)
+      info, count = source.dataset_info, len(source)
+  except Exception as e:  # tfds raises many types (unknown name or split, no data, network)
+    hint = ''
+    if not tf and (isinstance(e, NotImplementedError) or 'format' in str(e)):
+      hint = ('; without TensorFlow, TFDS reads only data prepared in a random-access '
+              'format (array_record); or pip install tensorflow')
+    raise ValueError(f'{where}: {_first_line(e)}{hint}') from None
+  keys = info.supervised_keys
+  if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str)
+                                                             for k in keys)):
+    keys = ('image', 'label')
+  image_key, label_key = keys
+  if image_key not in info.features or label_key not in info.features:
+    raise ValueError(f'{where}: no {image_key!r} and {label_key!r} features (has '
+                     f'{", ".join(info.features)})')
+  names = getattr(info.features[label_key], 'names', None)
+  classes = [str(n) for n in names] if names else None
+
+  def read(start):
+    if tf:
+      stream = tfds.as_numpy(ds.skip(start) if start else ds)
+      return enumerate(stream, start)
+    return ((i, source[i]) for i in range(start, count))
+
+  def examples(start=0):
+    stream = None
+    while True:
+      try:
+        if stream is None:
+          stream = iter(read(start))
+        i, example = next(stream)
+      except StopIteration:
+        return
+      except Exception as e:  # a read error mid-split (tf.data, array_record, decoding)
+        raise ValueError(f'{where}: reading failed ({_first_line(e)})') from None
+      yield i, _rgb(example[image_key], f'{where} example {i}'), int(example[label_key])
+  return examples, count, classes, tfds_reader()
 
 
 def _resize(x, height, width):
@@ -253,14 +383,18 @@ def _write_tar(folder, split):
 
 def write_stylized(content, style, out, method='fourier', split=None, seed=0, alpha=1.0,
                    size=None, variables=None, tar=False, limit=None, progress=True,
-                   net=None):
+                   net=None, tfds_data_dir=None):
   """Stylizes every content image once into out/<split>/<class>/<name>.png.
 
   content: a folder <split>/<class>/<image> (split defaults to its base name), or a dict
     {'x': uint8 (N, H, W, 3), 'y': (N,) int, optional 'classes': names} (names
-    <index:06d>.png; split defaults to 'train').
-  style: a folder of images (any layout), or a uint8 array (M, h, w, 3) (e.g.
-    `textures(...)`). Each style image is resized to its content image's size.
+    <index:06d>.png; split defaults to 'train'), or 'tfds:NAME', a TFDS dataset streamed
+    one example at a time (`open_tfds`; split: the TFDS split read, default 'train',
+    written to out/<split_folder(split)>; names <index:08d>.png, the class from the
+    label feature's names; tfds_data_dir: TFDS's data folder, None for its default).
+  style: a folder of images (any layout), a list of image paths, or a uint8 array
+    (M, h, w, 3) (e.g. `textures(...)`). Each style image is resized to its content
+    image's size.
   method: 'adain' (needs variables=(encoder, decoder) of models.adain; net: their
     models.adain.AdainNet, None for VGG-19, e.g. from stylize_train.load_trained) or
     'fourier'.
@@ -271,18 +405,16 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
   """
   check_alpha(alpha)
   stylizer = make_stylizer(method, alpha, variables, net)
-  if isinstance(style, (str, os.PathLike)):
-    style_paths = list_styles(style)
-    n_styles = len(style_paths)
-    get_style = lambda k: read_rgb(style_paths[k], 'style image')
-  else:
-    style = np.asarray(style)
-    if style.ndim != 4 or not len(style):
-      raise ValueError(f'style images must be a non-empty (M, h, w, 3) array, got shape '
-                       f'{style.shape}')
-    n_styles = len(style)
-    get_style = lambda k: style[k]
+  n_styles, get_style = _style_source(style)
 
+  def stylized(i, c):
+    if size:
+      c = _resize(c, size, size)
+    return stylizer(c, _resize(get_style(style_index(seed, i, n_styles)), *c.shape[:2]))
+
+  if is_tfds(content):
+    return _write_tfds(content[len(TFDS_PREFIX):], split or 'train', tfds_data_dir, out,
+                       stylized, f'{method} ', tar, limit, progress)
   if isinstance(content, (str, os.PathLike)):
     items = list_content(content)
     split = split or os.path.basename(os.path.normpath(content))
@@ -303,9 +435,7 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
   paths = [os.path.join(out, split, c, name) for c, name in entries]
   for d in sorted({os.path.dirname(p) for p in paths}):
     os.makedirs(d, exist_ok=True)
-    for f in os.listdir(d):   # leftovers of a killed run
-      if f.startswith('.') and f.endswith(_TMP):
-        os.remove(os.path.join(d, f))
+    _remove_leftovers(d)
   pending = [i for i, p in enumerate(paths) if not os.path.exists(p)]
   written = 0
   with tqdm(total=len(paths), initial=len(paths) - len(pending), unit='img',
@@ -313,17 +443,78 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
     for i in pending:
       if limit is not None and written >= limit:
         break
-      c = get_content(i)
-      if size:
-        c = _resize(c, size, size)
-      s = _resize(get_style(style_index(seed, i, n_styles)), *c.shape[:2])
-      _write_png(paths[i], stylizer(c, s))
+      _write_png(paths[i], stylized(i, get_content(i)))
       written += 1
       bar.update(1)
   done = len(paths) - len(pending) + written == len(paths)
   tar_path = _write_tar(out, split) if tar and done else None
   return {'total': len(paths), 'written': written, 'skipped': len(paths) - len(pending),
           'tar': tar_path}
+
+
+def _style_source(style):
+  """(number of style images, k -> uint8 image k) of a folder, path list or array."""
+  if isinstance(style, (str, os.PathLike)):
+    style = list_styles(style)
+  if isinstance(style, (list, tuple)):
+    if not style:
+      raise ValueError('style images: the list of paths is empty')
+    return len(style), lambda k: read_rgb(style[k], 'style image')
+  style = np.asarray(style)
+  if style.ndim != 4 or not len(style):
+    raise ValueError(f'style images must be a non-empty (M, h, w, 3) array, got shape '
+                     f'{style.shape}')
+  return len(style), lambda k: style[k]
+
+
+def _remove_leftovers(folder):
+  """Deletes the temporary files of a killed run in `folder`."""
+  for f in os.listdir(folder):
+    if f.startswith('.') and f.endswith(_TMP):
+      os.remove(os.path.join(folder, f))
+
+
+def _write_tfds(name, split, data_dir, out, stylized, desc, tar, limit, progress):
+  """write_stylized for a TFDS split: example i -> out/<folder>/<class>/<i:08d>.png.
+
+  The indices already written are read from the file names (any class folder), so a
+  resumed run skips them; with tf.data it starts reading at the first one missing."""
+  examples, count, classes, _ = open_tfds(name, split, data_dir)
+  folder = split_folder(split)
+  root = os.path.join(out, folder)
+  os.makedirs(root, exist_ok=True)
+  done = set()
+  for c in sorted(os.listdir(root)):
+    if os.path.isdir(os.path.join(root, c)):
+      _remove_leftovers(os.path.join(root, c))
+      done.update(int(f[:-4]) for f in os.listdir(os.path.join(root, c))
+                  if _INDEX_PNG.fullmatch(f))
+  start = 0
+  while start in done:
+    start += 1
+  written, complete, made = 0, False, set()
+  with tqdm(total=count, initial=len(done), unit='img', desc=desc + folder,
+            disable=not progress) as bar:
+    for i, image, label in examples(start):
+      if i in done:
+        continue
+      if limit is not None and written >= limit:
+        break
+      if classes is not None and not 0 <= label < len(classes):
+        raise ValueError(f'content {TFDS_PREFIX}{name} split {split!r} example {i}: label '
+                         f'{label} outside [0, {len(classes)})')
+      d = os.path.join(root, classes[label] if classes is not None else str(label))
+      if d not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+      _write_png(os.path.join(d, f'{i:08d}.png'), stylized(i, image))
+      written += 1
+      bar.update(1)
+    else:
+      complete = True
+  total = count if count is not None else len(done) + written if complete else None
+  tar_path = _write_tar(out, folder) if tar and complete else None
+  return {'total': total, 'written': written, 'skipped': len(done), 'tar': tar_path}
 
 
 def _flagged(flag, fn, *args):
@@ -350,7 +541,16 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
   d = sub.add_parser('dataset', help='write a stylized copy of an image folder')
-  d.add_argument('--content', required=True, help='folder <split>/<class>/<image>')
+  d.add_argument('--content', required=True, help='folder <split>/<class>/<image>, or '
+                 'tfds:NAME: a TFDS dataset streamed one example at a time (e.g. '
+                 'tfds:imagenet2012, tfds:cifar10; TensorFlow installed: tfds.load, else '
+                 'tfds.data_source, which needs array_record data), written as '
+                 '<split>/<class>/<index:08d>.png')
+  d.add_argument('--split', default=None, help="tfds: the split read (default 'train'; "
+                 "a slice such as 'train[:10000]' is written to a folder of its own); a "
+                 "folder: its name in --out (default the folder's base name)")
+  d.add_argument('--tfds_data_dir', default=None, help="tfds: TFDS's data folder "
+                 '(default: its own)')
   d.add_argument('--style', required=True, help='folder of style images')
   d.add_argument('--out', required=True)
   d.add_argument('--method', default='adain', choices=METHODS)
@@ -393,11 +593,7 @@ def main(argv=None):
   try:
     _check_flags(args)
     if args.command == 'textures':
-      os.makedirs(args.out, exist_ok=True)
-      for i in tqdm(range(args.n), unit='img'):
-        path = os.path.join(args.out, f'texture_{args.seed}_{i:06d}.png')
-        if not os.path.exists(path):
-          _write_png(path, texture(args.seed, i, args.size))
+      write_textures(args.out, args.n, args.size, args.seed)
       return 0
     if args.command == 'train-decoder':
       from awesome_jax import stylize_train  # pylint: disable=import-outside-toplevel
@@ -416,7 +612,8 @@ def main(argv=None):
       print({'step': out['step'], 'resumed_at': out['start_step'], **out['metrics']})
       return 0
     _flagged('--style', list_styles, args.style)
-    _flagged('--content', list_content, args.content)
+    if not is_tfds(args.content):
+      _flagged('--content', list_content, args.content)
     variables, net = None, None
     if args.method == 'adain':
       if args.decoder_ckpt:
@@ -427,8 +624,9 @@ def main(argv=None):
         from awesome_jax.models import adain  # pylint: disable=import-outside-toplevel
         variables = adain.from_torch(args.vgg, args.decoder)
     result = write_stylized(args.content, args.style, args.out, args.method,
-                            seed=args.seed, alpha=args.alpha, size=args.size,
-                            variables=variables, tar=args.tar, net=net)
+                            split=args.split, seed=args.seed, alpha=args.alpha,
+                            size=args.size, variables=variables, tar=args.tar, net=net,
+                            tfds_data_dir=args.tfds_data_dir)
     print(result)
     return 0
   except ValueError as e:

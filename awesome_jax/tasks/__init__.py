@@ -3,7 +3,8 @@
 Each task is a pair `(run(config, workdir), check(config))`: `run` does the work and
 writes its outputs to the workdir (resuming from its checkpoints), `check` validates the
 config without reading data (what `main --dry_run` calls). The methods themselves are
-library modules beside this package: `distill`, `baselines`, `supermask`, `shape_bias`.
+library modules beside this package: `distill`, `baselines`, `supermask`, `shape_bias`,
+`stylize`.
 
 | task | study | module |
 |---|---|---|
@@ -16,6 +17,7 @@ library modules beside this package: `distill`, `baselines`, `supermask`, `shape
 | classify | train a CIFAR ResNet or ViT (or fine-tune one), then its cue-conflict shape bias (Tuli et al. 2021) | tasks/classify.py |
 | shape_bias | cue-conflict shape bias vs humans (Geirhos et al. 2019; Tuli et al. 2021) | tasks/shape_bias.py |
 | continual | continual learning with distilled images as the memory of past tasks | tasks/continual.py |
+| stylize | a stylized copy of a dataset, each image once with a seeded random style (Geirhos et al. 2019) | tasks/stylize.py |
 """
 
 import importlib
@@ -31,6 +33,7 @@ TASKS = {
     'shape_bias': ('shape_bias', 'run', 'check'),
     'classify': ('classify', 'run', 'check'),
     'continual': ('continual', 'run', 'check'),
+    'stylize': ('stylize', 'run', 'check'),
 }
 
 
