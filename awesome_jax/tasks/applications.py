@@ -21,6 +21,12 @@ Steps, each resumable in the workdir:
 Outputs: distilled.npz (+ what it was made for), distilled.png, results.json,
 results.png (the comparison as bars), test_nets.npz (the nets the numbers were measured
 on: scripts/recheck_application.py re-checks from these files alone), metrics.jsonl.
+
+Several processes (awesome_jax/distributed.py): every process pretrains, distils and
+evaluates (the same numbers; distill.shard is not supported here, so nothing is split
+over them), only process 0 writes the pools and the outputs above; the checkpoints go
+through orbax from all processes, as host (numpy) copies of the state, which orbax takes
+from process 0.
 """
 
 import json
@@ -28,6 +34,7 @@ import os
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,6 +43,7 @@ from awesome_jax import baselines
 from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import data as data_lib
 from awesome_jax import distill as distill_lib
+from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax.tasks import distill as distill_task
 
@@ -181,11 +189,15 @@ def pools(config, distiller, source, folder):
 
   Saved in `folder`, one file per pool named by what made it; a pool is trained in
   chunks of `pretrain.chunk` nets, each chunk saved when done, so an interrupted run
-  keeps the finished chunks.
+  keeps the finished chunks. Several processes: each trains what no saved file holds (a
+  finished chunk it finds, even one that process 0 has just saved, it reads instead: the
+  same nets); process 0 alone writes and removes the files.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   p = config.pretrain
-  os.makedirs(folder, exist_ok=True)
+  writer = distributed.is_writer()
+  if writer:
+    os.makedirs(folder, exist_ok=True)
   x = source.normalize(source.x_train)
   x_test = source.normalize(source.x_test)
   trainer = app.NetTrainer(distiller.apply, p.lr, p.b1, p.b2,
@@ -195,10 +207,15 @@ def pools(config, distiller, source, folder):
   wanted = [('train', 1 if p.kind == 'fixed' else p.num_train_nets, p.seed)]
   if p.kind == 'random':
     wanted.append(('test', p.num_test_nets, p.seed + 1000))
+  paths = {split: os.path.join(folder, f'{stem}_{split}{n}.npz') for split, n, _ in wanted}
+  saved = {split: os.path.exists(path) for split, path in paths.items()}
+  _sync('pools')  # all have looked before process 0 saves a pool: all train the same ones
   out, info = {}, {}
   for split, n, seed in wanted:
-    path = os.path.join(folder, f'{stem}_{split}{n}.npz')
-    if not os.path.exists(path):
+    path = paths[split]
+    if saved[split]:
+      params, meta = app.load_pool(path)
+    else:
       parts = []
       steps = p.epochs * (len(x) // min(p.batch_size, len(x)))
       bar = tqdm(total=-(-n // p.chunk) * steps, desc=f'pretrain {split} nets on {source.name}',
@@ -214,26 +231,34 @@ def pools(config, distiller, source, folder):
             jax.random.fold_in(jax.random.key(seed), i)) for i in ids])
         params = trainer.train(params, x, source.y_train, p.epochs, p.batch_size,
                                seed * 7919 + start, progress=bar.update)
-        app.save_pool(part, params, {})
+        if writer:
+          app.save_pool(part, params, {})
         parts.append(params)
       bar.close()
       params = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
       accs = app.accuracy_metrics(app.predict(distiller.apply, params, x_test),
                                   source.y_test)['acc']
-      app.save_pool(path, params, {'source': source.name, 'model': config.model.name,
-                                   'epochs': p.epochs, 'seed': seed,
-                                   'source_test_acc': [float(a) for a in accs]})
-      for start in range(0, n, p.chunk):
-        part = f'{path}.part{start}.npz'
-        if os.path.exists(part):
-          os.remove(part)
-    params, meta = app.load_pool(path)
+      meta = {'source': source.name, 'model': config.model.name, 'epochs': p.epochs,
+              'seed': seed, 'source_test_acc': [float(a) for a in accs]}
+      _sync(f'pool {split}')  # no process reads the chunks any more
+      if writer:
+        app.save_pool(path, params, meta)
+        for start in range(0, n, p.chunk):
+          part = f'{path}.part{start}.npz'
+          if os.path.exists(part):
+            os.remove(part)
     out[split] = params
     info[f'{split}_pool'] = {'file': path, 'nets': n,
                              'source_test_acc_mean': float(np.mean(meta['source_test_acc'])),
                              'source_test_acc_std': float(np.std(meta['source_test_acc']))}
   test = out.get('test', out['train'])  # fixed: tested on its own net
   return out['train'], test, info
+
+
+def _sync(name):
+  """Waits until every process has called _sync(name) (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 # ------------------------------------------------------------------- the task
@@ -285,7 +310,8 @@ def run(config, workdir):
     if done % config.log_every == 0 or done == config.outer.steps:
       distill_task.log_outer_step(writer, bar, done, m)
     if done % config.checkpoint_every == 0 or done == config.outer.steps:
-      checkpointer.save(done, state)
+      # host copies: orbax saves no process's own (host-local) device arrays, numpy ones once
+      checkpointer.save(done, ckpt_lib.host(state))
   bar.close()
   seconds = time.time() - t0
   checkpointer.close()
@@ -340,7 +366,16 @@ def run(config, workdir):
   writer.write(config.outer.steps, {f'final/{n}_{k}': float(np.mean(v))
                                     for n, m in rows.items() for k, v in m.items()})
   writer.close()
+  if distributed.is_writer():  # every process has the numbers, process 0 writes them
+    save_outputs(workdir, config, distiller, state, source, test_pool, results)
+  print(summary(results))
+  return results
 
+
+def save_outputs(workdir, config, distiller, state, source, test_pool, results):
+  """distilled.npz (+ what it was made for), distilled.png, results.png, test_nets.npz and
+  results.json in `workdir`."""
+  adapt, a = config.task == 'distill_adapt', config.attack
   extra = {'application': np.array(config.task), 'pretrained': np.array(config.pretrain.kind),
            'source': np.array(source.name)}
   if not adapt:
@@ -358,8 +393,6 @@ def run(config, workdir):
                  'kind': config.pretrain.kind})
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  print(summary(results))
-  return results
 
 
 def _baselines(config, distiller, train_pool, test_pool, x_train, y_train, val_idx,

@@ -15,6 +15,11 @@ task (`awesome_jax.continual` is the method).
                     over the tasks seen, one line per kind)
 A run killed and started again with the same command resumes at the stage (or outer
 step) it had reached and ends with the same numbers as one that never stopped.
+
+Several processes (awesome_jax/distributed.py): every process runs the whole stream (the
+same numbers; the learner and the distillation are not split over them), only process 0
+writes the files above; the checkpoints go through orbax from all processes, as host
+(numpy) copies of the state, which orbax takes from process 0.
 """
 
 import json
@@ -29,6 +34,7 @@ from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import continual
 from awesome_jax import data as data_lib
 from awesome_jax import distill as distill_lib
+from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 from awesome_jax.tasks import distill as distill_tasks
@@ -179,11 +185,12 @@ def run(config, workdir):
   results = {'dataset': dataset.name, 'model': config.model.name, 'stream': s.name,
              'num_tasks': len(tasks), 'task_classes': [list(t.classes) for t in tasks],
              'memory_per_task': config.memory.per_task, 'kinds': per_kind}
-  plot_accuracy(os.path.join(workdir, 'accuracy.png'), per_kind,
-                f'{s.name} {dataset.name}, {config.model.name}, '
-                f'{config.memory.per_task} memory images per past task')
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  if distributed.is_writer():
+    plot_accuracy(os.path.join(workdir, 'accuracy.png'), per_kind,
+                  f'{s.name} {dataset.name}, {config.model.name}, '
+                  f'{config.memory.per_task} memory images per past task')
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
   print(summary_table(results))
   return results
 
@@ -263,8 +270,10 @@ def run_kind(config, kind, dataset, tasks, learner, distiller, workdir):
       info['lrs'][k], info['fresh_acc'][k] = lrs, fresh
       state['distill'] = info
     state['stage'] = np.asarray(stage + 1, np.int32)
-    checkpointer.save(stage + 1, state)
-    if what == 'memory' and kind == 'distilled':  # its own checkpoints are spent
+    # host copies: orbax saves no process's own (host-local) device arrays, numpy ones once
+    checkpointer.save(stage + 1, ckpt_lib.host(state))
+    # its own checkpoints are spent (every process has closed them: the save waits for all)
+    if what == 'memory' and kind == 'distilled' and distributed.is_writer():
       shutil.rmtree(distill_dir(workdir, k), ignore_errors=True)
       if not os.listdir(distill_dir(workdir)):
         os.rmdir(distill_dir(workdir))
@@ -273,13 +282,14 @@ def run_kind(config, kind, dataset, tasks, learner, distiller, workdir):
 
   results = {'memory_kind': kind, 'memory_per_task': per_task,
              **continual.summary(state['acc']), 'seconds_this_run': time.time() - t0}
-  if per_task:
-    if kind == 'distilled':
-      results['distilled_fresh_net_acc'] = [
-          None if np.isnan(a) else float(a) for a in state['distill']['fresh_acc'][:-1]]
-    save_memory(workdir, kind, state, tasks, dataset, config)
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  if per_task and kind == 'distilled':
+    results['distilled_fresh_net_acc'] = [
+        None if np.isnan(a) else float(a) for a in state['distill']['fresh_acc'][:-1]]
+  if distributed.is_writer():  # every process has the numbers, process 0 writes them
+    if per_task:
+      save_memory(workdir, kind, state, tasks, dataset, config)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
   return results
 
 
@@ -319,7 +329,7 @@ def distill_task(config, task, distiller, learner, writer, workdir):
           writer, bar, done, m, prefix=f'distill/task{k}/', where=f' of task {k}',
           advice='lower memory.distill.lr or memory.distill.init_lr')
     if done % d.checkpoint_every == 0 or done == d.outer_steps:
-      checkpointer.save(done, state)
+      checkpointer.save(done, ckpt_lib.host(state))
   bar.close()
   checkpointer.close()
   images, targets, lrs = distiller.memory(state, labels)

@@ -11,6 +11,11 @@ model runs; a bad one raises `shape_bias.StimulusError` with one line naming it.
 data.stimuli_root or data.humans_root reads the published files, fetched once into the
 cache folder (`awesome_jax.download_cue_conflict`); a configured folder that does not
 exist is an error, never a reason to download.
+
+Several processes (awesome_jax/distributed.py): every process evaluates every stimulus
+(the same numbers), only process 0 writes the files above. The published files are
+fetched by process 0 first; the others then find them in the cache folder (a process on
+another host fetches its own copy).
 """
 
 import functools
@@ -21,8 +26,10 @@ import textwrap
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
+from awesome_jax import distributed
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import shape_bias as sb
 
@@ -180,26 +187,30 @@ def run(config, workdir, logits_fn=None):
         humans_cue = humans
     per_model[name] = results
   title = '; '.join(f'{n}: {r["preprocessing"]["description"]}' for n, r in per_model.items())
+  out = per_model[specs[0][0]] if len(specs) == 1 else {'models': per_model, 'rules': RULES}
+  if not distributed.is_writer():  # every process has the numbers, process 0 writes them
+    return out
   if cue_trials and humans_cue:
     plot_shape_bias(os.path.join(workdir, 'shape_bias.png'), cue_trials, humans_cue,
                     title=title)
   if any(kappas.values()):
     plot_kappa(os.path.join(workdir, 'kappa.png'), {n: k for n, k in kappas.items() if k},
                title=title)
-  out = per_model[specs[0][0]] if len(specs) == 1 else {'models': per_model, 'rules': RULES}
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(json_ready(out), f, indent=2, allow_nan=False)
   return out
 
 
 def evaluate_condition(fn, name, cond, stimuli, humans, mapping, config, workdir):
-  """(results dict, Trials) of one model on one condition; writes its decisions CSV."""
+  """(results dict, Trials) of one model on one condition; writes its decisions CSV
+  (process 0)."""
   t0 = time.time()
   probs = evaluate_model(fn, stimuli, config.batch_size, config.progress_bar)
   seconds = time.time() - t0
   trials = sb.Trials.from_decisions(name, [s[1] for s in stimuli],
                                     sb.decisions_from_probs(probs, mapping))
-  sb.write_decisions_csv(os.path.join(workdir, f'decisions_{name}_{cond}.csv'), trials)
+  if distributed.is_writer():
+    sb.write_decisions_csv(os.path.join(workdir, f'decisions_{name}_{cond}.csv'), trials)
   r = {'stimuli': len(stimuli), **sb.shape_bias(trials),
        'per_class_shape_bias': sb.shape_bias_per_class(trials),
        'eval_seconds': seconds, 'images_per_second': len(stimuli) / seconds}
@@ -262,11 +273,35 @@ def data_roots(config, conditions):
   parts = [part for part, root in roots.items() if not root]
   if parts:
     from awesome_jax import download_cue_conflict  # pylint: disable=g-import-not-at-top
-    fetched = download_cue_conflict.ensure(conditions, parts,
-                                           progress=config.get('progress_bar', True))
+    fetched = writer_first(
+        lambda: download_cue_conflict.ensure(conditions, parts,
+                                             progress=config.get('progress_bar', True)),
+        ' and '.join(f'data.{part}_root' for part in parts))
     print(fetched.describe())
     roots.update({part: getattr(fetched, f'{part}_root') for part in parts})
   return roots['stimuli'], '' if roots['humans'] == NO_HUMANS else roots['humans']
+
+
+def writer_first(fetch, fields):
+  """fetch() on process 0 first, then, once it has succeeded, on the others: they find its
+  files in the cache folder they share and fetch nothing (a process on another host
+  fetches its own copy). `fields`: the config fields that asked for the files (the
+  others' error line names them if process 0 failed)."""
+  if jax.process_count() == 1:
+    return fetch()
+  out, error = None, None
+  if distributed.is_writer():
+    try:
+      out = fetch()
+    except Exception as e:  # pylint: disable=broad-except  (raised below, after the others know)
+      error = e
+  ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+  if error is not None:
+    raise error
+  if not ok:
+    raise sb.StimulusError(f'{fields}: process 0 could not fetch the published files (its '
+                           'error says why)')
+  return out if distributed.is_writer() else fetch()
 
 
 def data_folder(root, field, sub, cond, layout):
