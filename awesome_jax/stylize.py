@@ -2,6 +2,8 @@
 
 * `textures(n, size, seed)`: class-free procedural style images (fractal value noise,
   oriented gratings, coloured blobs); image i depends only on (seed, i).
+  `Textures(n, seed)`: the same, made at each content image's size as the writer needs
+  them (their detail scales with the size they are made at; see `Textures`).
 * `fourier_swap(content, style, alpha)`: the weight-free baseline: each channel keeps the
   content's Fourier phase and takes the amplitude (1 - alpha) |F content| + alpha |F style|.
 * `write_stylized(...)`: stylizes each image of `split/<class>/*` (or of arrays) exactly
@@ -30,6 +32,7 @@ VGG-19 from `vgg_normalised.pth`, or EfficientNet-Lite0's early blocks.
 """
 
 import argparse
+import functools
 import importlib.util
 import os
 import re
@@ -124,6 +127,46 @@ def textures(n, size, seed):
   """(n, size, size, 3) uint8 class-free style images, deterministic under seed."""
   return np.stack([texture(seed, i, size) for i in range(n)]) if n else (
       np.zeros((0, size, size, 3), np.uint8))
+
+
+class Textures:
+  """n procedural style images made at each content image's size: no resampling.
+
+  Style k for an H x W content image is the centre H x W of texture(seed, k, max(H, W)).
+  The generators scale their detail to the size they are made at (fractal octaves up to
+  size/2 cells, gratings of 2 to size/4 cycles, blob radii size/30 to size/5), so all of
+  it lies below the content's Nyquist frequency. A texture made larger and resized down
+  to the content loses what lies above it, which the downscale's antialiasing averages
+  away: a 256 px grating of more than 16 cycles is near flat at 32 px, and so is the
+  Fourier swap that takes its amplitude (its per-channel std is the style's, Parseval).
+  Textures made at one size are kept (the last 1024), as a dataset of one image size
+  asks for each of them many times.
+  """
+
+  def __init__(self, n, seed):
+    if int(n) < 1:
+      raise ValueError(f'Textures: n={n}: at least one texture is needed')
+    self.n, self.seed = int(n), int(seed)
+    self._made = functools.lru_cache(maxsize=1024)(self._make)
+
+  def __len__(self):
+    return self.n
+
+  def _make(self, k, size):
+    x = texture(self.seed, k, size)
+    x.flags.writeable = False  # kept and shared: callers get views of it
+    return x
+
+  def __repr__(self):
+    return f'Textures(n={self.n}, seed={self.seed})'
+
+  def fit(self, k, height, width):
+    """(height, width, 3) uint8: texture k made at max(height, width), its centre."""
+    if not 0 <= k < self.n:
+      raise ValueError(f'Textures: texture {k} outside [0, {self.n})')
+    x = self._made(int(k), max(height, width))
+    top, left = (x.shape[0] - height) // 2, (x.shape[1] - width) // 2
+    return x[top:top + height, left:left + width]
 
 
 def write_textures(folder, n, size, seed, progress=True):
@@ -392,9 +435,13 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
     one example at a time (`open_tfds`; split: the TFDS split read, default 'train',
     written to out/<split_folder(split)>; names <index:08d>.png, the class from the
     label feature's names; tfds_data_dir: TFDS's data folder, None for its default).
-  style: a folder of images (any layout), a list of image paths, or a uint8 array
-    (M, h, w, 3) (e.g. `textures(...)`). Each style image is resized to its content
-    image's size.
+  style: a folder of images (any layout), a list of image paths, a uint8 array
+    (M, h, w, 3) (e.g. `textures(...)`), or `Textures(n, seed)`. An image of a folder,
+    list or array is resized, whole, to its content image's size (a painting keeps its
+    composition, at the content's scale); `Textures` are made at the content's size
+    instead, as procedural textures made larger lose their fine detail to the resize
+    (see `Textures`). Both methods get the same style image: AdaIN takes its feature
+    statistics, the Fourier swap its amplitude spectrum.
   method: 'adain' (needs variables=(encoder, decoder) of models.adain; net: their
     models.adain.AdainNet, None for VGG-19, e.g. from stylize_train.load_trained) or
     'fourier'.
@@ -410,7 +457,7 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
   def stylized(i, c):
     if size:
       c = _resize(c, size, size)
-    return stylizer(c, _resize(get_style(style_index(seed, i, n_styles)), *c.shape[:2]))
+    return stylizer(c, get_style(style_index(seed, i, n_styles), *c.shape[:2]))
 
   if is_tfds(content):
     return _write_tfds(content[len(TFDS_PREFIX):], split or 'train', tfds_data_dir, out,
@@ -453,18 +500,21 @@ def write_stylized(content, style, out, method='fourier', split=None, seed=0, al
 
 
 def _style_source(style):
-  """(number of style images, k -> uint8 image k) of a folder, path list or array."""
+  """(number of style images, (k, height, width) -> uint8 style image k at height x
+  width) of a folder, path list, array (each resized) or `Textures` (made at that size)."""
+  if isinstance(style, Textures):
+    return len(style), style.fit
   if isinstance(style, (str, os.PathLike)):
     style = list_styles(style)
   if isinstance(style, (list, tuple)):
     if not style:
       raise ValueError('style images: the list of paths is empty')
-    return len(style), lambda k: read_rgb(style[k], 'style image')
+    return len(style), lambda k, h, w: _resize(read_rgb(style[k], 'style image'), h, w)
   style = np.asarray(style)
   if style.ndim != 4 or not len(style):
     raise ValueError(f'style images must be a non-empty (M, h, w, 3) array, got shape '
                      f'{style.shape}')
-  return len(style), lambda k: style[k]
+  return len(style), lambda k, h, w: _resize(style[k], h, w)
 
 
 def _remove_leftovers(folder):

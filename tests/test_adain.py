@@ -204,6 +204,64 @@ def test_fourier_swap_keeps_content_phase_takes_style_amplitude():
   np.testing.assert_allclose(np.abs(half), (np.abs(f_c) + np.abs(f_s)) / 2, atol=1e-9)
 
 
+def _max_channel_std(x):
+  return np.asarray(x, np.float64).reshape(-1, 3).std(0).max()
+
+
+def _smooth_content(rng, n, size):
+  """n (size, size, 3) uint8 content images: smooth shapes, as photos are at low size."""
+  return np.stack([st.texture(int(rng.integers(1 << 30)), 0, size) for _ in range(n)])
+
+
+def test_textures_made_at_the_content_size():
+  styles = st.Textures(5, seed=3)
+  assert len(styles) == 5
+  for k in range(5):
+    np.testing.assert_array_equal(styles.fit(k, 32, 32), st.texture(3, k, 32))
+  # not square: made at the longer side, its centre (no resampling), the same each time
+  wide = styles.fit(2, 12, 20)
+  assert wide.shape == (12, 20, 3) and wide.dtype == np.uint8
+  np.testing.assert_array_equal(wide, st.texture(3, 2, 20)[4:16])
+  np.testing.assert_array_equal(wide, st.Textures(5, seed=3).fit(2, 12, 20))
+  assert np.abs(styles.fit(2, 32, 32).astype(int) - st.Textures(5, 4).fit(2, 32, 32)).mean() > 5
+  with pytest.raises(ValueError):
+    styles.fit(5, 8, 8)
+  with pytest.raises(ValueError):
+    st.Textures(0, seed=3)
+
+
+def test_textured_style_never_gives_a_flat_fourier_output():
+  """Textures made at the content's size keep their detail; made at 256 and resized to
+  32 px, fine gratings are averaged away and the swap (which takes the style's amplitude,
+  so its per-channel std) comes out near flat."""
+  content = _smooth_content(np.random.default_rng(0), 8, 32)
+  styles = st.Textures(60, seed=0)
+  for k in range(60):
+    style = styles.fit(k, 32, 32)
+    for c in content:
+      out = st._to_uint8(st.fourier_swap(c / 255.0, style / 255.0, 1.0))
+      assert _max_channel_std(out) >= 5, (k, _max_channel_std(out))
+  resized = [st._resize(st.texture(0, k, 256), 32, 32) for k in range(60)]
+  flat = [k for k, s in enumerate(resized) if _max_channel_std(st._to_uint8(
+      st.fourier_swap(content[0] / 255.0, s / 255.0, 1.0))) < 5]
+  assert len(flat) >= 3                         # the old recipe's failure, for the record
+
+
+def test_writer_with_textures_at_the_content_size(tmp_path, tiny_vars):
+  rng = np.random.default_rng(8)
+  data = {'x': _smooth_content(rng, 4, 16), 'y': np.array([0, 1, 0, 1])}
+  styles = st.Textures(3, seed=5)
+  for method, variables in (('fourier', None), ('adain', tiny_vars)):
+    result = st.write_stylized(data, styles, tmp_path / method, method, seed=5, alpha=0.9,
+                               variables=variables, progress=False)
+    assert result['written'] == 4
+    stylize = st.make_stylizer(method, 0.9, variables)
+    for i in range(4):
+      want = stylize(data['x'][i], st.texture(5, st.style_index(5, i, 3), 16))
+      got = st.read_rgb(tmp_path / method / 'train' / str(i % 2) / f'{i:06d}.png')
+      np.testing.assert_array_equal(got, want)
+
+
 # --- the stylized-dataset writer ---------------------------------------------------------
 
 def _image_folders(root):

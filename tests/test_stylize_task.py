@@ -196,6 +196,7 @@ IMAGENET = {'style.dir': 'paintings', 'adain.vgg': 'v.pth', 'adain.decoder': 'd.
     ('tiny', {'data.name': 'folder'}, ("data.data_dir=''",)),
     ('tiny', {'data.size': -1}, ('data.size=-1',)),
     ('tiny', {'style.textures': -2}, ('style.textures=-2',)),
+    ('tiny', {'style.texture_size': -1}, ('style.texture_size=-1', '>= 0')),
     ('tiny', {'data.synthetic_shape': (8, 8, 1)}, ('data.synthetic_shape',)),
 ])
 def test_bad_config_one_line_naming_the_field(preset, fields, words):
@@ -231,6 +232,49 @@ def test_restart_with_another_recipe_is_refused(tmp_path):
   _one_line(e, 'alpha', 'started with 1.0')
   other = task.run(_tiny(alpha=0.5, **{'data.split': 'test'}), str(tmp_path))
   assert other['written'] == 12 and sorted(other['splits']) == ['test', 'train']
+
+
+def test_split_of_an_older_recipe_version_is_refused(tmp_path):
+  task.run(_tiny(), str(tmp_path))
+  recipe_path = tmp_path / 'train.recipe.json'
+  recipe = json.loads(recipe_path.read_text())
+  assert recipe['recipe_version'] == task.RECIPE_VERSION == 2
+  del recipe['recipe_version']                  # as version 1 wrote it
+  recipe_path.write_text(json.dumps(recipe))
+  files = _pngs(tmp_path / 'train')
+  with pytest.raises(task.StylizeError) as e:
+    task.run(_tiny(), str(tmp_path))
+  _one_line(e, 'recipe_version', 'recipe version 1', 'writes version 2')
+  assert _pngs(tmp_path / 'train') == files
+
+
+def test_cifar10_default_textures_made_at_the_content_size(tmp_path):
+  """The cifar10 preset's textures are made 32x32, not resized: no near-flat images."""
+  rng = np.random.default_rng(4)
+  x = np.stack([st.texture(int(s), 0, 32) for s in rng.integers(1 << 30, size=6)])
+  src = tmp_path / 'src'
+  for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+    src.mkdir(exist_ok=True)
+    with open(src / name, 'wb') as f:
+      pickle.dump({b'data': x.transpose(0, 3, 1, 2).reshape(6, -1),
+                   b'labels': [0, 1, 2, 3, 4, 5]}, f)
+  config = configs.get_config('cifar10')
+  assert config.style.texture_size == 0
+  config.data.data_dir = str(src)
+  config.data.split = 'test'
+  config.style.textures = 20
+  config.progress_bar = False
+  out = task.run(config, str(tmp_path / 'w'))
+  assert out['written'] == 6 and out['recipe']['texture_size'] == 0
+  assert out['recipe']['recipe_version'] == task.RECIPE_VERSION
+  assert not (tmp_path / 'w' / task.TEXTURES_DIR).exists()
+  for i in range(6):
+    path = tmp_path / 'w' / 'test' / data_lib.CIFAR10_CLASSES[i] / f'{i:06d}.png'
+    style = st.texture(0, st.style_index(0, i, 20), 32)
+    got = st.read_rgb(path)
+    np.testing.assert_array_equal(
+        got, st._to_uint8(st.fourier_swap(x[i] / 255.0, style / 255.0, 1.0)))
+    assert got.reshape(-1, 3).std(0).max() >= 5
 
 
 def test_cifar10_python_batches_to_a_folder_classify_reads(tmp_path):
