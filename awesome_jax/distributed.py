@@ -23,9 +23,17 @@ JAX_COORDINATOR_ADDRESS=<worker 0's address>:<free port> on every host to start 
 Outputs: every process runs the same steps, but only process 0 writes results.json, the
 .npz and .png files, metrics and config.json (`is_writer`). Orbax checkpoints are written
 by all processes together (checkpoint.py); the workdir must be a folder all hosts see.
+A task whose processes each hold their own (host-local) copy of the state saves host
+(numpy) copies of it (checkpoint.host): orbax takes those from process 0. `sync(name)`
+waits for the others (process 0 is about to write what they read first, or has written
+what they read next); `writer_first(fetch, fields)` downloads on process 0 before the
+others, which then find the files in the cache folder. With one process both are plain
+calls: nothing to wait for.
 """
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 # the variables Slurm sets that jax's Slurm detection needs (jax/_src/clusters)
 SLURM = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
@@ -76,3 +84,34 @@ def maybe_initialize(environ, initialize=None):
 def is_writer():
   """Whether this process writes the run's files: process 0 (the only one, usually)."""
   return jax.process_index() == 0
+
+
+def sync(name):
+  """Waits until every process has called sync(name) (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def writer_first(fetch, fields, error=RuntimeError):
+  """fetch() on process 0 first, then, once it has succeeded, on the others: they find its
+  files in the cache folder they share and fetch nothing (a process on another host
+  fetches its own copy). With one process: fetch().
+
+  fields: the config fields that asked for the files; if process 0 failed, it raises its
+  own error and the others raise `error` (an exception class) with a line naming them.
+  """
+  if jax.process_count() == 1:
+    return fetch()
+  out, failure = None, None
+  if is_writer():
+    try:
+      out = fetch()
+    except Exception as e:  # pylint: disable=broad-except  (raised below, after the others know)
+      failure = e
+  ok = multihost_utils.broadcast_one_to_all(np.int32(failure is None))
+  if failure is not None:
+    raise failure
+  if not ok:
+    raise error(f'{fields}: process 0 could not fetch the published files (its error says '
+                'why)')
+  return out if is_writer() else fetch()

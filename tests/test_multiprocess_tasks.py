@@ -1,5 +1,5 @@
-"""The continual, distill_adapt and shape_bias tasks through main on 2 processes joined by
-jax.distributed on localhost (as in tests/test_multidevice_train.py).
+"""The continual, distill (unsharded), distill_adapt and shape_bias tasks through main on 2
+processes joined by jax.distributed on localhost (as in tests/test_multidevice_train.py).
 
 These tasks split nothing over the processes: each computes everything, so both exit 0
 with the numbers of a 1-process run (results.json equal but for the wall-clock fields),
@@ -127,6 +127,77 @@ def assert_written_once(tmp_path, writes, outputs):
   assert files(tmp_path / 'two') == files(tmp_path / 'one')
 
 
+# distributed.writer_first and sync in each process: a fetch that finds or makes FOLDER/file
+# (argv[1]; process 0 makes it), then one that fails on process 0; prints a RESULT line.
+HELPERS = r'''
+import json, os, sys
+from awesome_jax import distributed
+distributed.maybe_initialize(os.environ)
+import jax
+path = os.path.join(sys.argv[1], 'file')
+found = []
+
+def fetch():
+  found.append(os.path.exists(path))
+  if distributed.is_writer():
+    with open(path, 'w') as f:
+      f.write('fetched')
+  return jax.process_index()
+
+def fail():
+  raise OSError('no network')
+
+got = distributed.writer_first(fetch, 'data.x_root')
+distributed.sync('fetched')
+try:
+  distributed.writer_first(fail, 'data.x_root', ValueError)
+except (OSError, ValueError) as e:
+  error = f'{type(e).__name__}: {e}'
+print('RESULT ' + json.dumps([got, found, error]), flush=True)
+'''
+
+
+def test_distributed_helpers_on_one_process():
+  """One process: sync waits for nothing, writer_first is fetch() (its error as it is)."""
+  from awesome_jax import distributed  # pylint: disable=g-import-not-at-top
+  calls = []
+  assert distributed.sync('nothing to wait for') is None
+  assert distributed.writer_first(lambda: calls.append(1) or 'out', 'data.x_root') == 'out'
+  assert calls == [1]
+
+  def fail():
+    raise OSError('no network')
+
+  with pytest.raises(OSError, match='no network'):
+    distributed.writer_first(fail, 'data.x_root', ValueError)
+
+
+@pytest.mark.multiprocess
+def test_distributed_helpers_on_two_processes(tmp_path):
+  """writer_first: process 0 fetches first, process 1 after it (finds its file); process
+  0's error is its own, process 1's a line naming the fields."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_NUM_PROCESSES='2',
+             JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}')
+  procs = [subprocess.Popen([sys.executable, '-c', HELPERS, str(tmp_path)], cwd=ROOT,
+                            env=dict(env, JAX_PROCESS_ID=str(i)), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  got = []
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+    got.append(json.loads(next(line for line in out.splitlines()
+                               if line.startswith('RESULT '))[len('RESULT '):]))
+  assert got[0] == [0, [False], 'OSError: no network']
+  assert got[1] == [1, [True], 'ValueError: data.x_root: process 0 could not fetch the '
+                    'published files (its error says why)']
+
+
 @pytest.mark.multiprocess
 def test_continual_on_two_processes(tmp_path):
   """A distilled memory of 2 tasks: stage checkpoints, the distillation's own checkpoints
@@ -150,6 +221,29 @@ def test_continual_on_two_processes(tmp_path):
     assert sorted(a.files) == sorted(b.files)
     for name in b.files:
       np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.multiprocess
+def test_distill_unsharded_on_two_processes(tmp_path):
+  """distill.shard=False: every process distils the whole batch; checkpoints of host
+  copies, the best-on-validation sets (periodic and final), the outputs."""
+  writes = run_two_and_one(tmp_path, [
+      '--config=configs/distill.py:tiny', '--config.progress_bar=False',
+      '--config.distill.shard=False', '--config.outer.steps=2',
+      '--config.checkpoint_every=1', '--config.log_every=1', '--config.eval.every=1',
+      '--config.eval.select=val', '--config.eval.every_num_inits=2',
+      '--config.eval.num_inits=2', '--config.eval.baselines=False'])
+  assert_written_once(tmp_path, writes, [
+      'config.json', 'results.json', 'metrics.jsonl', 'distilled.npz', 'distilled.png'])
+  two, one = tmp_path / 'two', tmp_path / 'one'
+  assert results(two) == results(one)
+  assert sorted(os.listdir(two / 'checkpoints')) == ['1', '2']
+  assert (two / 'metrics.jsonl').read_text() == (one / 'metrics.jsonl').read_text()
+  for name in ['distilled.npz'] + [f'best_val/{f}' for f in os.listdir(one / 'best_val')]:
+    with np.load(two / name) as a, np.load(one / name) as b:
+      assert sorted(a.files) == sorted(b.files)
+      for key in b.files:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f'{name}: {key}')
 
 
 @pytest.mark.multiprocess

@@ -34,7 +34,6 @@ import os
 import time
 
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -209,7 +208,8 @@ def pools(config, distiller, source, folder):
     wanted.append(('test', p.num_test_nets, p.seed + 1000))
   paths = {split: os.path.join(folder, f'{stem}_{split}{n}.npz') for split, n, _ in wanted}
   saved = {split: os.path.exists(path) for split, path in paths.items()}
-  _sync('pools')  # all have looked before process 0 saves a pool: all train the same ones
+  # all have looked before process 0 saves a pool: all train the same ones
+  distributed.sync('pools')
   out, info = {}, {}
   for split, n, seed in wanted:
     path = paths[split]
@@ -240,7 +240,7 @@ def pools(config, distiller, source, folder):
                                   source.y_test)['acc']
       meta = {'source': source.name, 'model': config.model.name, 'epochs': p.epochs,
               'seed': seed, 'source_test_acc': [float(a) for a in accs]}
-      _sync(f'pool {split}')  # no process reads the chunks any more
+      distributed.sync(f'pool {split}')  # no process reads the chunks any more
       if writer:
         app.save_pool(path, params, meta)
         for start in range(0, n, p.chunk):
@@ -253,12 +253,6 @@ def pools(config, distiller, source, folder):
                              'source_test_acc_std': float(np.std(meta['source_test_acc']))}
   test = out.get('test', out['train'])  # fixed: tested on its own net
   return out['train'], test, info
-
-
-def _sync(name):
-  """Waits until every process has called _sync(name) (nothing to wait for with one)."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
 
 
 # ------------------------------------------------------------------- the task

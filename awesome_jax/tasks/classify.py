@@ -195,8 +195,9 @@ def cue_conflict_inputs(config):
   """(stimuli_root, humans_root, conditions) the evaluation will read, or None when it is
   skipped. Called at the start of a run: a configured folder that does not exist (or lacks
   a condition's human CSVs) stops the run before training; an empty root fetches the
-  published files into the cache folder (awesome_jax.download_cue_conflict). Conditions:
-  those whose stimuli folder is there (cue-conflict must be)."""
+  published files into the cache folder (awesome_jax.download_cue_conflict; several
+  processes: process 0 first, distributed.writer_first). Conditions: those whose stimuli
+  folder is there (cue-conflict must be)."""
   if cue_conflict_skip_reason(config):
     return None
   cue = config.cue_conflict
@@ -207,8 +208,10 @@ def cue_conflict_inputs(config):
   parts = [part for part, root in roots.items() if not root]
   if parts:
     from awesome_jax import download_cue_conflict  # pylint: disable=g-import-not-at-top
-    fetched = download_cue_conflict.ensure(tuple(cc_lib.CONDITIONS), parts,
-                                           progress=config.progress_bar)
+    fetched = distributed.writer_first(  # process 0 first: the others find its files
+        lambda: download_cue_conflict.ensure(tuple(cc_lib.CONDITIONS), parts,
+                                             progress=config.progress_bar),
+        ' and '.join(f'cue_conflict.{part}_root' for part in parts), sb.StimulusError)
     print(fetched.describe())
     roots.update({part: getattr(fetched, f'{part}_root') for part in parts})
   stimuli_root = roots['stimuli']

@@ -4,6 +4,11 @@ and `distill_eval` (train fresh nets on a saved set).
 The method itself (inner SGD as lax.scan, meta-gradient, the distill_lib.Distiller) is
 `awesome_jax.distill`; this module runs it: data, checkpoints and resume, periodic
 evaluation, the held-out pick, outputs in the workdir.
+
+Several processes (awesome_jax/distributed.py): with distill.shard the outer step is one
+jit over all processes' devices; without it every process computes the same (the whole
+batch, every init, every evaluation) and saves host copies of the state in the
+checkpoints. Either way only process 0 writes the outputs.
 """
 
 import json
@@ -135,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str):
           best = save_best(best_path, state['learned'], done, val)
       writer.write(done, scalars)
     if done % config.checkpoint_every == 0 or done == config.outer.steps:
-      checkpointer.save(done, state)
+      checkpointer.save(done, checkpointable(distiller, state))
   distill_seconds = time.time() - t0
   bar.close()
   print(f'evaluating: {e.num_inits} fresh nets trained on the distilled set'
@@ -187,6 +192,13 @@ def run(config: ml_collections.ConfigDict, workdir: str):
       json.dump(results, f, indent=2)
   print(_summary(results))
   return results
+
+
+def checkpointable(distiller, state):
+  """The state as orbax saves it: distill.shard's (global arrays over the mesh) as it is;
+  unsharded, host (numpy) copies, which orbax takes from process 0 (it refuses each
+  process's own host-local device arrays when there are several)."""
+  return state if distiller.mesh is not None else ckpt_lib.host(state)
 
 
 def save_best(folder, learned, step, val_acc):

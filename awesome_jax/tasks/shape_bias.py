@@ -26,7 +26,6 @@ import textwrap
 import time
 
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
 from awesome_jax import distributed
@@ -273,35 +272,13 @@ def data_roots(config, conditions):
   parts = [part for part, root in roots.items() if not root]
   if parts:
     from awesome_jax import download_cue_conflict  # pylint: disable=g-import-not-at-top
-    fetched = writer_first(
+    fetched = distributed.writer_first(
         lambda: download_cue_conflict.ensure(conditions, parts,
                                              progress=config.get('progress_bar', True)),
-        ' and '.join(f'data.{part}_root' for part in parts))
+        ' and '.join(f'data.{part}_root' for part in parts), sb.StimulusError)
     print(fetched.describe())
     roots.update({part: getattr(fetched, f'{part}_root') for part in parts})
   return roots['stimuli'], '' if roots['humans'] == NO_HUMANS else roots['humans']
-
-
-def writer_first(fetch, fields):
-  """fetch() on process 0 first, then, once it has succeeded, on the others: they find its
-  files in the cache folder they share and fetch nothing (a process on another host
-  fetches its own copy). `fields`: the config fields that asked for the files (the
-  others' error line names them if process 0 failed)."""
-  if jax.process_count() == 1:
-    return fetch()
-  out, error = None, None
-  if distributed.is_writer():
-    try:
-      out = fetch()
-    except Exception as e:  # pylint: disable=broad-except  (raised below, after the others know)
-      error = e
-  ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
-  if error is not None:
-    raise error
-  if not ok:
-    raise sb.StimulusError(f'{fields}: process 0 could not fetch the published files (its '
-                           'error says why)')
-  return out if distributed.is_writer() else fetch()
 
 
 def data_folder(root, field, sub, cond, layout):
