@@ -127,18 +127,22 @@ class Trainer:
   `warmup_steps`: linear lr warm-up before the cosine decay. `extra_augment(key, x) -> x`:
   applied to each training batch after the crop + flip of `t.augment` (None: nothing).
   `t.shard` (optional, default False): data-parallel over all devices (module docstring).
+  `compiler_options`: XLA options of the jitted training and evaluation steps (e.g.
+  `xla_options.no_ynn()`; None: XLA's defaults).
   """
 
-  def __init__(self, model, t, input_shape, total_steps, warmup_steps=0, extra_augment=None):
+  def __init__(self, model, t, input_shape, total_steps, warmup_steps=0, extra_augment=None,
+               compiler_options=None):
     self.model, self.t, self.input_shape = model, t, tuple(input_shape)
+    self.compiler_options = compiler_options
     self.lr_schedule = make_schedule(t.lr, total_steps, warmup_steps)
     self.tx = make_optimizer(t, total_steps, warmup_steps)
     self.extra_augment = extra_augment
     self.label_smoothing = option(t, 'label_smoothing', 0.0)
     self.dropout = uses_dropout(model)
     self.mesh = None  # set with train.shard: the devices' 'data' mesh
-    self.train_step = jax.jit(self._train_step)
-    self._correct = jax.jit(self._correct_fn)
+    self.train_step = jax.jit(self._train_step, compiler_options=compiler_options)
+    self._correct = jax.jit(self._correct_fn, compiler_options=compiler_options)
     if option(t, 'shard', False):
       self.mesh = sharding_lib.data_mesh()
       check_sharding(t.batch_size, self.mesh.size)
@@ -211,7 +215,7 @@ class Trainer:
     rep = sharding_lib.replicated(self.mesh)
     split = sharding_lib.split_leading(self.mesh)
     step = jax.jit(self._train_step, in_shardings=(rep, split, split, rep),
-                   out_shardings=(rep, rep))
+                   out_shardings=(rep, rep), compiler_options=self.compiler_options)
 
     def train_step(state, x, y, key):
       check_sharding(len(x), self.mesh.size)  # the batch drawn (capped at the set's size)
@@ -229,7 +233,8 @@ class Trainer:
     padded with rows of label -1, which never count as correct."""
     rep = sharding_lib.replicated(self.mesh)
     split = sharding_lib.split_leading(self.mesh)
-    correct = jax.jit(self._correct_fn, in_shardings=(rep, split, split), out_shardings=rep)
+    correct = jax.jit(self._correct_fn, in_shardings=(rep, split, split), out_shardings=rep,
+                      compiler_options=self.compiler_options)
 
     def count(variables, x, y):
       x, y = np.asarray(x), np.asarray(y, np.int32)

@@ -244,3 +244,27 @@ def test_synthetic_data_takes_the_configured_shape():
   config.data.synthetic_classes = 10  # stands in for CIFAR-10 (the cue-conflict tests)
   assert classify.load_data(config.data).num_classes == 10 == classify.num_classes(config.data)
   assert isinstance(d, data_lib.Dataset)
+
+
+def test_trainer_compiler_options_reach_the_step_and_change_only_rounding():
+  """classify's trainer compiles with xla_options.no_ynn() (None off CPU): the step then
+  computes what XLA's defaults compute, up to float32 rounding."""
+  from awesome_jax import xla_options  # pylint: disable=import-outside-toplevel
+  c = classify_configs.get_config('tiny')
+  model = classify.build_model(c.model.name, classify._model_kwargs(c.model), 4, (32, 32, 3))
+  options = xla_options.no_ynn()
+  if jax.default_backend() == 'cpu':
+    assert options == xla_options.NO_YNN or options is None  # None: an XLA without it
+  else:
+    assert options is None
+  plain = train_lib.Trainer(model, c.train, (32, 32, 3), 10)
+  tuned = train_lib.Trainer(model, c.train, (32, 32, 3), 10, compiler_options=options)
+  assert tuned.compiler_options == options and plain.compiler_options is None
+  state = plain.init_state(jax.random.key(0))
+  x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype(np.float32)
+  y = np.arange(8) % 4
+  a, _ = plain.train_step(state, x, y, jax.random.key(1))
+  b, _ = tuned.train_step(state, x, y, jax.random.key(1))
+  for u, v in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])):
+    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
+  assert tuned.accuracy(tuned.variables(b), x, y) == plain.accuracy(plain.variables(a), x, y)

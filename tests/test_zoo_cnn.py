@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from awesome_jax import pretrained
+from awesome_jax import xla_options
 from awesome_jax.models import torchvision_cnn, vgg, zoo
 from tests.torch_files import save_legacy
 
@@ -272,7 +273,7 @@ def test_zoo_jit_runs_without_ynnpack_fusions_on_cpu():
   if jax.default_backend() != 'cpu':
     assert zoo.compiler_options() is None
     return
-  assert zoo.compiler_options() in (zoo.NO_YNN, None)   # None: an XLA without the option
+  assert zoo.compiler_options() in (xla_options.NO_YNN, None)   # None: an XLA without the option
   model = torchvision_cnn.build('resnet18', width=0.25, stage_sizes=(1, 1), num_classes=5)
   x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype(np.float32)
   variables = model.init(jax.random.key(0), x)

@@ -131,12 +131,8 @@ def load(name, weights, preprocessing='', **kwargs):
   return model, variables, spec
 
 
-# XLA:CPU: no YNNPACK fusions (dots and convolutions then run on XLA's own Eigen kernels)
-NO_YNN = {'xla_cpu_experimental_ynn_fusion_type': ''}
-
-
 def compiler_options():
-  """XLA options for a zoo model's jitted forward pass: on CPU `NO_YNN` where this XLA
+  """XLA options for a zoo model's jitted forward pass: on CPU `xla_options.NO_YNN` where this XLA
   knows the option, else None (and None off CPU).
 
   jaxlib 0.10.2's XLA:CPU hands float32 dots and convolutions to YNNPACK by default; its
@@ -147,7 +143,7 @@ def compiler_options():
   to float32 rounding (parity: scripts/check_zoo_torchvision.py, check_zoo_timm.py).
   """
   from awesome_jax import xla_options  # pylint: disable=g-import-not-at-top
-  return xla_options.cpu_only(**NO_YNN)
+  return xla_options.no_ynn()
 
 
 def jit(fn, **kwargs):

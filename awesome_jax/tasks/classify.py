@@ -40,6 +40,7 @@ from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 from awesome_jax import shape_bias as sb
 from awesome_jax import train as train_lib
+from awesome_jax import xla_options
 
 PARAMS_FILE = 'params.npz'
 MODEL_FILE = 'model.json'
@@ -424,7 +425,8 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
   # train.max_steps shortens the whole schedule: the warm-up keeps its share of it
   warmup = int(round(total * t.warmup_epochs / t.epochs))
   trainer = train_lib.Trainer(model, t, dataset.shape, total, warmup_steps=warmup,
-                              extra_augment=EXTRA_AUGMENTATIONS[t.extra_augment])
+                              extra_augment=EXTRA_AUGMENTATIONS[t.extra_augment],
+                              compiler_options=xla_options.no_ynn())
   # the checkpoint: the trainer's state and the wall time spent training so far (the init
   # drawn with the classic threefry stream for every model: it compiles faster on CPU)
   saved = {'train': trainer.init_state(jax.random.key(config.seed), fast_rng_compile=True),
