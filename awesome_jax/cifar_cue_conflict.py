@@ -22,7 +22,10 @@ Rules (written into every report):
 `evaluate` runs the benchmark for one model (the classify task calls it at the end of a
 CIFAR-10 run); `compare_runs` (scripts/compare_cnn_vit.py) reads several classify runs'
 results.json, groups them by model label (mean and spread over seeds) and draws one
-figure of all the models beside the humans, with a kappa / JS table (markdown + JSON).
+figure of all the models beside the humans, with a kappa / JS table (markdown + JSON);
+`compare_groups` does the same for runs grouped by any names, with any columns
+(scripts/compare_stylized.py: runs named by their training data, accuracies on the
+extra test sets).
 """
 
 import json
@@ -214,7 +217,9 @@ def plot_shape_bias(path, models, humans=None, title=''):
 # ----------------------------------------------- several classify runs, grouped by model
 
 # results.json['cue_conflict'] fields averaged over the seeds of a model (test_acc: the
-# run's top level), with their column names in the markdown table
+# run's top level; EXTRA_TEST + NAME: its accuracy on the extra test set NAME), with their
+# column names in the markdown table
+EXTRA_TEST = 'extra_test/'
 COMPARED = (('test_acc', 'test acc'), ('shape_bias', 'shape bias'), ('shape_acc', 'shape acc'),
             ('texture_acc', 'texture acc'), ('kappa_vs_humans', 'kappa vs humans'),
             ('js_class_errors', 'JS class-wise'), ('js_interclass_errors', 'JS inter-class'),
@@ -247,6 +252,20 @@ def read_run(workdir):
           'seed': seed, 'results': results}
 
 
+def run_value(results, key):
+  """The number `key` of a run's results.json (see COMPARED), None where it has none."""
+  if key == 'test_acc':
+    return results.get('test_acc')
+  if key.startswith(EXTRA_TEST):
+    return (results.get('extra_test') or {}).get(key[len(EXTRA_TEST):])
+  return results['cue_conflict'].get(key)
+
+
+def _is_accuracy(key):
+  """Whether column `key` is a test accuracy (shown in % in the markdown table)."""
+  return key == 'test_acc' or key.startswith(EXTRA_TEST)
+
+
 def _stats(values):
   """mean, std over seeds (sample std, ddof 1; None with one value), min, max, n of the
   defined (not None / NaN) `values`."""
@@ -258,43 +277,51 @@ def _stats(values):
 
 
 def compare_runs(workdirs, out_dir, title=''):
-  """Groups classify runs by model label (their seeds) and writes into `out_dir`:
-  shape_bias.png (per-class shape bias, each model's mean over seeds with the seeds'
-  standard deviation as error bars, its mean shape bias as a vertical line; the humans
-  as red circles), comparison.md and comparison.json (the COMPARED numbers per model:
-  mean, std, min, max over seeds; the humans' shape bias and human-human kappa).
-  Returns the comparison.json dict. The runs must share the cue-conflict stimuli."""
-  runs = [read_run(w) for w in workdirs]
+  """Groups classify runs by model label (their seeds) and writes `compare_groups`'s
+  figure and tables into `out_dir`; returns the comparison.json dict."""
+  groups = {}
+  for r in (read_run(w) for w in workdirs):
+    groups.setdefault(r['label'], []).append(r)
+  return compare_groups(groups, out_dir, title)
+
+
+def compare_groups(groups, out_dir, title='', columns=COMPARED):
+  """Compares groups of classify runs {name: [read_run(...), ...]} (a group: one model,
+  its seeds) and writes into `out_dir`: shape_bias.png (per-class shape bias, each
+  group's mean over seeds with the seeds' standard deviation as error bars, its mean
+  shape bias as a vertical line; the humans as red circles), comparison.md and
+  comparison.json (the `columns` numbers per group: mean, std, min, max over seeds; each
+  run's shape-bias interval; the humans' shape bias and human-human kappa). Returns the
+  comparison.json dict. The runs must share the cue-conflict stimuli."""
+  runs = [r for group in groups.values() for r in group]
   if not runs:
     raise RunError('no runs to compare')
-  seen, stimuli = {}, {}
-  for r in runs:
-    key = (r['label'], r['seed'])
-    if key in seen:
-      raise RunError(f'{r["workdir"]} and {seen[key]}: both model {key[0]!r} with seed '
-                     f'{key[1]!r} (give each seed its own --config.seed)')
-    seen[key] = r['workdir']
-    cue = r['results']['cue_conflict']['conditions']['cue-conflict']
-    stimuli[r['workdir']] = cue['stimuli']
+  stimuli = {}
+  for name, group in groups.items():
+    seen = {}
+    for r in group:
+      if r['seed'] in seen:
+        raise RunError(f'{r["workdir"]} and {seen[r["seed"]]}: both model {name!r} with '
+                       f'seed {r["seed"]!r} (give each seed its own --config.seed)')
+      seen[r['seed']] = r['workdir']
+      cue = r['results']['cue_conflict']['conditions']['cue-conflict']
+      stimuli[r['workdir']] = cue['stimuli']
   if len(set(stimuli.values())) > 1:
     raise RunError('runs evaluated on different cue-conflict stimuli: ' +
                    ', '.join(f'{w}: {n}' for w, n in stimuli.items()))
-  groups = {}
-  for r in runs:
-    groups.setdefault(r['label'], []).append(r)
   models = {}
-  for label, group in groups.items():
-    group.sort(key=lambda r: (r['seed'] is None, r['seed']))
+  for name, group in groups.items():
+    group = sorted(group, key=lambda r: (r['seed'] is None, r['seed']))
     cues = [r['results']['cue_conflict'] for r in group]
     row = {'seeds': [r['seed'] for r in group], 'workdirs': [r['workdir'] for r in group],
-           'size': sorted({c['size'] for c in cues})}
-    for key, _ in COMPARED:
-      row[key] = _stats([r['results'].get(key) if key == 'test_acc' else c.get(key)
-                         for r, c in zip(group, cues)])
+           'size': sorted({c['size'] for c in cues}),
+           'shape_bias_interval': [c.get('shape_bias_interval') for c in cues]}
+    for key, _ in columns:
+      row[key] = _stats([run_value(r['results'], key) for r in group])
     per_class = [c['conditions']['cue-conflict']['per_class_shape_bias'] for c in cues]
     row['per_class_shape_bias'] = {k: _stats([p.get(k) for p in per_class])
                                    for k in CATEGORIES}
-    models[label] = row
+    models[name] = row
   humans = None
   for r in runs:
     h = r['results']['cue_conflict']['conditions']['cue-conflict'].get('humans')
@@ -305,8 +332,8 @@ def compare_runs(workdirs, out_dir, title=''):
                 'subjects': len(h['per_subject_shape_bias']),
                 'per_class_shape_bias': h['per_class_shape_bias']}
       break
-  table = {'models': models, 'humans': humans, 'stimuli': next(iter(stimuli.values())),
-           'rules': RULES}
+  table = {'columns': [list(c) for c in columns], 'models': models, 'humans': humans,
+           'stimuli': next(iter(stimuli.values())), 'rules': RULES}
   os.makedirs(out_dir, exist_ok=True)
   plot_comparison(os.path.join(out_dir, 'shape_bias.png'), table, title)
   with open(os.path.join(out_dir, 'comparison.json'), 'w') as f:
@@ -323,23 +350,47 @@ def _cell(s, scale=1.0, digits=3):
   return mean if s['std'] is None else f'{mean} ± {scale * s["std"]:.{digits}f}'
 
 
+def _interval(interval):
+  """' [low, high]' of a bootstrap interval dict, '' for none."""
+  if not interval or interval.get('low') is None or np.isnan(interval['low']):
+    return ''
+  return f' [{interval["low"]:.3f}, {interval["high"]:.3f}]'
+
+
 def comparison_markdown(table):
-  """The comparison as a markdown table: per model mean ± std over seeds; the humans."""
-  head = ['model', 'seeds'] + [name + (' (%)' if key == 'test_acc' else '')
-                               for key, name in COMPARED]
+  """The comparison as a markdown table: per model mean ± std over seeds (one seed: the
+  shape bias with its bootstrap interval); the humans."""
+  columns = table.get('columns', COMPARED)
+  head = ['model', 'seeds'] + [name + (' (%)' if _is_accuracy(key) else '')
+                               for key, name in columns]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  keys = [key for key, _ in columns]
+  intervals = False  # any shown
   for label, row in table['models'].items():
-    cells = [_cell(row[key], 100, 2) if key == 'test_acc' else _cell(row[key])
-             for key, _ in COMPARED]
+    cells = [_cell(row[key], 100, 2) if _is_accuracy(key) else _cell(row[key])
+             for key in keys]
+    if ('shape_bias' in keys and len(row['seeds']) == 1 and
+        row['shape_bias']['mean'] is not None):
+      shown = _interval((row.get('shape_bias_interval') or [None])[0])
+      cells[keys.index('shape_bias')] += shown
+      intervals |= bool(shown)
     lines.append(f'| {label} | {len(row["seeds"])} | ' + ' | '.join(cells) + ' |')
   h = table['humans']
   if h:
     cells = {'shape_bias': h['shape_bias'], 'kappa_vs_humans': h['human_human_kappa']}
+    cells = {k: '-' if v is None else f'{v:.3f}' for k, v in cells.items()}
+    if cells['shape_bias'] != '-':
+      shown = _interval(h.get('shape_bias_interval'))
+      cells['shape_bias'] += shown
+      intervals |= bool(shown)
     lines.append(f'| humans | {h["subjects"]} subjects | ' + ' | '.join(
-        '-' if cells.get(key) is None else f'{cells[key]:.3f}' for key, _ in COMPARED) + ' |')
+        cells.get(key, '-') for key in keys) + ' |')
   notes = [f'{table["stimuli"]} cue-conflict stimuli of the 7 classes; mean ± standard '
            'deviation over seeds (ddof 1).']
-  if h:
+  if intervals:
+    notes.append('[low, high]: the 95 % bootstrap interval of the shape bias over stimuli '
+                 '(a model of one seed; the pooled humans).')
+  if h and 'kappa_vs_humans' in keys:
     notes.append("The humans' kappa column is their mean human-human kappa.")
   notes.append(f'Rules: {table["rules"]}.')
   return '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'

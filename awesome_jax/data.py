@@ -13,6 +13,9 @@ per-channel mean/std used to normalise them. Four ways in:
   (`awesome_jax.download`), then read as above.
 * tiny sets made here for tests: `digits` (scikit-learn's 8x8 digits) and `synthetic`.
 
+`with_extra_train` appends the train splits of more CIFAR-10 folders to a dataset's (e.g.
+stylized + original CIFAR-10).
+
 `source='auto'` reads `data_dir` if set, else tries TFDS, else downloads.
 
 Errors name the file and what was expected, in one line (`DataError`).
@@ -229,30 +232,133 @@ def _cifar_image_folder(data_dir):
 
 
 def load_cifar10_files(data_dir, cache_dir=None):
-  """CIFAR-10 from python batches or an image folder (decoded once, then cached)."""
+  """CIFAR-10 from python batches or an image folder (decoded once, then cached; the
+  cache is keyed by the folder's path and its files' names, sizes and mtimes, so a folder
+  written again at the same path is decoded again)."""
   if os.path.exists(os.path.join(data_dir, 'data_batch_1')):
     arrays = _cifar_batches(data_dir)
   else:
     cache = _cache_path(cache_dir, 'cifar10', data_dir)
+    arrays = None
     if os.path.exists(cache):
-      with np.load(cache) as z:
-        arrays = tuple(z[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
-      arrays = (arrays[0] / 255.0, arrays[1], arrays[2] / 255.0, arrays[3])
-    else:
+      try:
+        with np.load(cache) as z:
+          arrays = tuple(z[k] for k in ('x_train', 'y_train', 'x_test', 'y_test'))
+        arrays = (arrays[0] / 255.0, arrays[1], arrays[2] / 255.0, arrays[3])
+      except (OSError, ValueError, KeyError):  # removed meanwhile or unreadable: decode
+        arrays = None
+    if arrays is None:
       arrays = _cifar_image_folder(data_dir)
       os.makedirs(os.path.dirname(cache), exist_ok=True)
       tmp = cache + '.tmp.npz'
       np.savez(tmp, x_train=np.round(arrays[0] * 255).astype(np.uint8), y_train=arrays[1],
                x_test=np.round(arrays[2] * 255).astype(np.uint8), y_test=arrays[3])
       os.replace(tmp, cache)
+      _remove_stale_caches(cache)
   return _finish('cifar10', *arrays, 10, STATS['cifar10'])
 
 
+def _folder_listing_key(data_dir):
+  """A digest of the files an image folder is read from (train/ and test/, else the
+  archives at its top): their relative paths, sizes and modification times."""
+  digest = hashlib.sha1()
+  def add(path):
+    st = os.stat(path)
+    digest.update(f'{os.path.relpath(path, data_dir)}\0{st.st_size}\0'
+                  f'{st.st_mtime_ns}\n'.encode())
+  if os.path.isdir(os.path.join(data_dir, 'train')):
+    for split in ('train', 'test'):
+      for root, dirs, files in os.walk(os.path.join(data_dir, split)):
+        dirs.sort()
+        for fname in sorted(files):
+          add(os.path.join(root, fname))
+  else:
+    for fname in sorted(os.listdir(data_dir)):
+      if fname.endswith(('.tar.gz', '.tgz', '.tar')):
+        add(os.path.join(data_dir, fname))
+  return digest.hexdigest()[:10]
+
+
 def _cache_path(cache_dir, name, data_dir):
+  """<cache>/<name>_<path key>_<listing key>.npz for the image folder `data_dir`."""
   from awesome_jax import download  # pylint: disable=g-import-not-at-top
   cache_dir = download.cache_root(cache_dir)
   key = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:10]
-  return os.path.join(cache_dir, f'{name}_{key}.npz')
+  return os.path.join(cache_dir, f'{name}_{key}_{_folder_listing_key(data_dir)}.npz')
+
+
+def _remove_stale_caches(cache):
+  """Removes the other caches of the same folder path (older contents; or the caches
+  keyed by the path alone, <name>_<path key>.npz)."""
+  folder, fname = os.path.split(cache)
+  prefix = fname.rsplit('_', 1)[0]
+  for other in os.listdir(folder):
+    if other != fname and (other == prefix + '.npz' or (
+        other.startswith(prefix + '_') and other.endswith('.npz') and
+        not other.endswith('.tmp.npz'))):
+      try:
+        os.remove(os.path.join(folder, other))
+      except OSError:  # removed by another process meanwhile
+        pass
+
+
+# ----------------------------------------------- several CIFAR-10 folders (SIN + IN)
+
+
+def split_list(value):
+  """A comma-separated string (or a sequence) -> its non-empty items, stripped."""
+  items = value.split(',') if isinstance(value, str) else list(value or ())
+  return [str(v).strip() for v in items if str(v).strip()]
+
+
+def parse_named_dirs(value, field):
+  """'name=DIR,name2=DIR2' (or a dict) -> {name: DIR}; a malformed item or a repeated
+  name raises DataError naming `field`."""
+  if isinstance(value, dict) or hasattr(value, 'items'):
+    pairs = [(str(k), str(v)) for k, v in value.items()]
+  else:
+    pairs = []
+    for item in split_list(value):
+      name, sep, folder = item.partition('=')
+      if not sep or not name.strip() or not folder.strip():
+        raise DataError(f'{field}: {item!r} is not NAME=DIR (e.g. stylized=runs/sin_cifar)')
+      pairs.append((name.strip(), folder.strip()))
+  out = {}
+  for name, folder in pairs:
+    if name in out:
+      raise DataError(f'{field}: name {name!r} given twice')
+    out[name] = folder
+  return out
+
+
+def load_cifar10_folder(data_dir, field, cache_dir=None):
+  """CIFAR-10 in the folder `data_dir` of config field `field` (load_cifar10_files; a
+  missing folder raises DataError naming the field)."""
+  if not os.path.isdir(data_dir):
+    raise DataError(f'{field}: {data_dir}: not a directory')
+  return load_cifar10_files(data_dir, cache_dir)
+
+
+def _class_names(y):
+  return ', '.join(CIFAR10_CLASSES[i] for i in np.unique(y)) or 'none'
+
+
+def with_extra_train(dataset, data_dirs, field='data.extra_train_dirs', cache_dir=None):
+  """`dataset` (CIFAR-10) with the train splits of the CIFAR-10 folders `data_dirs`
+  appended to its own (its test split, mean and std kept): SIN + IN. A folder must hold
+  the same classes as `dataset`'s train split."""
+  xs, ys = [dataset.x_train], [dataset.y_train]
+  for data_dir in data_dirs:
+    other = load_cifar10_folder(data_dir, field, cache_dir)
+    if other.shape != dataset.shape:
+      raise DataError(f'{field}: {data_dir}: images of shape {other.shape}, '
+                      f'not {dataset.shape}')
+    if set(np.unique(other.y_train)) != set(np.unique(dataset.y_train)):
+      raise DataError(f'{field}: {data_dir}: its train classes ({_class_names(other.y_train)})'
+                      f' differ from the main data\'s ({_class_names(dataset.y_train)})')
+    xs.append(other.x_train)
+    ys.append(other.y_train)
+  return dataclasses.replace(dataset, x_train=np.concatenate(xs), y_train=np.concatenate(ys))
 
 
 # ------------------------------------------------------------------------------ USPS

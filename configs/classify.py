@@ -29,6 +29,31 @@ runs, so slower than an idle machine; median of 3 x 5 steps), at load average ~9
   vit_cifar: hidden 128, depth 6, 4 heads, MLP 256 (811,146)  2.39 / 1.87 s/step
   (rejected: hidden 192, depth 6, 3 heads, MLP 384: 4.1 s; hidden 128, depth 4: 1.65 s)
 An epoch is 390 steps: 11-15 min at those loads, so 30 epochs take 5-8 hours there.
+
+Stylized CIFAR-10 (Geirhos Table 2 at CIFAR scale): ResNet-20 trained on CIFAR-10 (the
+IN analogue), on stylized CIFAR-10 (SIN: configs/stylize.py's folder, train/ and test/),
+on both (SIN+IN: 15 epochs of the 100,000 images, the ~11,700 steps of 30 epochs of
+one set), and SIN+IN fine-tuned on CIFAR-10 (the Shape-ResNet analogue: Geirhos
+fine-tuned 60 epochs at lr 0.01 after 90; here 20 after 30). Every run is also tested on
+both test sets (data.extra_test) and on the cue-conflict stimuli:
+  CUE="--config.cue_conflict.stimuli_root=../shared/data/cue_conflict \\
+       --config.cue_conflict.humans_root=../shared/data/human_decisions"
+  TESTS=--config.data.extra_test=cifar10=../shared/data/cifar10_jpeg,stylized=/tmp/runs/sin_cifar
+  RUN="python -m awesome_jax.main --config=configs/classify.py:resnet20_cifar $CUE $TESTS"
+  $RUN --workdir=/tmp/runs/stylized/in --config.model.label=resnet20_in \\
+      --config.data.data_dir=../shared/data/cifar10_jpeg
+  $RUN --workdir=/tmp/runs/stylized/sin --config.model.label=resnet20_sin \\
+      --config.data.data_dir=/tmp/runs/sin_cifar
+  $RUN --workdir=/tmp/runs/stylized/sin_in --config.model.label=resnet20_sin_in \\
+      --config.data.data_dir=../shared/data/cifar10_jpeg \\
+      --config.data.extra_train_dirs=/tmp/runs/sin_cifar --config.train.epochs=15
+  $RUN --workdir=/tmp/runs/stylized/sin_in_in --config.model.label=resnet20_sin_in_in \\
+      --config.data.data_dir=../shared/data/cifar10_jpeg \\
+      --config.init_from=/tmp/runs/stylized/sin_in --config.train.epochs=20 \\
+      --config.train.lr=0.01
+  python scripts/compare_stylized.py --runs IN=/tmp/runs/stylized/in \\
+      SIN=/tmp/runs/stylized/sin SIN+IN=/tmp/runs/stylized/sin_in \\
+      'SIN+IN->IN=/tmp/runs/stylized/sin_in_in' --out /tmp/runs/stylized/compare
 """
 
 import ml_collections
@@ -53,6 +78,11 @@ def get_config(preset='resnet20_cifar'):
   c.data.source = 'auto'          # tfds | files | download | auto: files if data_dir,
                                   # else tfds, else download (awesome_jax/download.py)
   c.data.data_dir = ''            # e.g. ../shared/data/cifar10_jpeg (train/<class>/*.jpg)
+  c.data.extra_train_dirs = ''    # 'DIR,DIR2': CIFAR-10 folders whose train splits are
+                                  # added to data_dir's (e.g. stylized + original CIFAR-10)
+  c.data.extra_test = ''          # 'name=DIR,name2=DIR2': CIFAR-10 folders whose test
+                                  # splits the final model is tested on (results.json
+                                  # 'extra_test'; normalised as the training data)
   c.data.tfds_data_dir = ''
   c.data.synthetic_shape = (32, 32, 3)  # data.name=synthetic: image shape HWC
   c.data.synthetic_classes = 4    # data.name=synthetic: number of classes (10: read as the

@@ -115,7 +115,7 @@ def test_tiny_run_learns_what_a_random_mask_cannot(tmp_path):
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved['test_acc'] == r['test_acc']
   # the exported subnetwork, loaded as plain weights into the dense model, is the same net
-  dense = edge_popup.build_model(_dense(config.model), 4)
+  dense = edge_popup.build_model(_dense(config.model), 4).clone(stage_sizes=(1, 1, 1, 1))
   params = edge_popup.load_subnetwork(str(tmp_path / 'subnetwork.npz'))
   masked_model = edge_popup.build_model(config.model, 4)
   ds = data.make_synthetic()
@@ -207,15 +207,21 @@ def test_resnet_has_torchvision_weight_count(arch, size, classes, weights):
                                                                         'scores'))
 
 
-# resnet50 (bottleneck blocks, 54 masked layers) costs ~1 min of CPU compile: the only
-# test that trains and exports it.
+# The full nets' masked layers are counted from their shapes; the training and the export
+# run on one block per stage of the same block kind (the full resnet50, 54 masked layers,
+# took 1.5-2.5 min of CPU compile here for the same checks).
 @pytest.mark.parametrize('arch', ['resnet18', 'resnet50'])
 def test_masked_resnet_trains_scores_only_and_exports_to_dense(arch):
   config = edge_popup_configs.get_config('resnet18')
   config.model.arch = arch
   config.model.width = 0.0625
   config.train.augment = False
-  model = edge_popup.build_model(config.model, 4)
+  full = edge_popup.build_model(config.model, 4)
+  shapes = jax.eval_shape(lambda: full.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3))))
+  scores = [p for p, _ in jax.tree_util.tree_leaves_with_path(shapes['params'])
+            if p[-1].key == 'scores']
+  assert len(scores) == (21 if arch == 'resnet18' else 54)  # convs + shortcuts + fc
+  model = full.clone(stage_sizes=(1, 1, 1, 1))
   trainer = train_lib.Trainer(model, config.train, (16, 16, 3), total_steps=10)
   state = trainer.init_state(jax.random.key(0))
   frozen0 = jax.tree_util.tree_map(np.asarray, state['frozen'])
@@ -228,11 +234,11 @@ def test_masked_resnet_trains_scores_only_and_exports_to_dense(arch):
   for a, b in zip(jax.tree_util.tree_leaves(frozen0), jax.tree_util.tree_leaves(state['frozen'])):
     np.testing.assert_array_equal(a, b)
   masks = supermask.layer_masks(state['params'], 0.5)
-  assert len(masks) == (21 if arch == 'resnet18' else 54)  # convs + shortcuts + fc
+  assert len(masks) == (13 if arch == 'resnet18' else 18)  # stem, blocks, shortcuts, fc
   for name, mask in masks.items():
     assert int(mask.sum()) == int(round(0.5 * mask.size)), name
   # the found subnetwork as plain weights in the dense ResNet gives the same logits
-  dense = edge_popup.build_model(_dense(config.model), 4)
+  dense = edge_popup.build_model(_dense(config.model), 4).clone(stage_sizes=(1, 1, 1, 1))
   params = supermask.export_dense(state['params'], state['frozen'], 0.5)
   want = model.apply(trainer.variables(state), x)
   got = dense.apply({'params': params, 'batch_stats': state['batch_stats']}, x)

@@ -21,7 +21,17 @@ JS distances vs the humans, per-class numbers) and the workdir shape_bias.png an
 decisions_<label>_<condition>.csv. The stimuli folders (or the download, for
 cue_conflict.stimuli_root='') are checked at the start, before training. Run again on a
 finished workdir (results.json written, the last checkpoint at the last step), the task
-trains nothing: it keeps the run's results and re-runs only this evaluation.
+trains nothing: it keeps the run's results and re-runs only this evaluation (and the
+extra tests below).
+
+Several CIFAR-10 folders (Geirhos et al. 2019 at CIFAR scale: stylized CIFAR-10 written by
+the stylize task, the original, both): `data.extra_train_dirs='DIR,DIR2'` appends the
+train splits of those folders to data.data_dir's (SIN + IN; the test split, mean and std
+stay data.data_dir's); `data.extra_test='stylized=DIR,name2=DIR2'` tests the final model
+on those folders' test splits, normalised as the training data, into results.json
+('extra_test': {name: accuracy}; on a finished workdir too). The folders are read at
+the start: a missing one, or an extra train folder whose classes differ from
+data.data_dir's, stops the run before training, in one line.
 """
 
 import json
@@ -75,11 +85,58 @@ def num_classes(d):
   return int(d.get('synthetic_classes', SYNTHETIC_CLASSES)) if d.name == 'synthetic' else 10
 
 
+def extra_train_dirs(d):
+  """The folders of data.extra_train_dirs (a comma-separated string, or a sequence)."""
+  return data_lib.split_list(d.get('extra_train_dirs', ''))
+
+
+def extra_test_dirs(d):
+  """{name: folder} of data.extra_test ('name=DIR,name2=DIR2', or a dict)."""
+  try:
+    return data_lib.parse_named_dirs(d.get('extra_test', ''), 'data.extra_test')
+  except data_lib.DataError as e:
+    raise ClassifyConfigError(str(e)) from None
+
+
 def load_data(d):
-  """The Dataset of data config `d` (synthetic: Gaussian blobs of data.synthetic_shape)."""
+  """The Dataset of data config `d` (synthetic: Gaussian blobs of data.synthetic_shape),
+  with the train splits of data.extra_train_dirs appended to its train split."""
   if d.name == 'synthetic':
     return data_lib.make_synthetic(num_classes(d), data_shape(d))
-  return data_lib.load(d.name, d.source, d.data_dir, d.tfds_data_dir)
+  dataset = data_lib.load(d.name, d.source, d.data_dir, d.tfds_data_dir)
+  if extra_train_dirs(d):
+    dataset = data_lib.with_extra_train(dataset, extra_train_dirs(d))
+  return dataset
+
+
+def load_extra_test(d):
+  """{name: (x_test, y_test)} of the folders of data.extra_test (their test splits)."""
+  out = {}
+  for name, folder in extra_test_dirs(d).items():
+    other = data_lib.load_cifar10_folder(folder, f'data.extra_test {name}')
+    if other.shape != data_shape(d):
+      raise data_lib.DataError(f'data.extra_test {name}: {folder}: images of shape '
+                               f'{other.shape}, not {data_shape(d)}')
+    out[name] = (other.x_test, other.y_test)
+  return out
+
+
+def accuracy(model, variables, x, y, batch_size=500):
+  """Top-1 accuracy of `model` on the (normalised) images `x` with labels `y`."""
+  correct = jax.jit(lambda v, xb, yb: jnp.sum(
+      jnp.argmax(model.apply(v, xb, train=False), -1) == yb))
+  return metrics_lib.accuracy_in_batches(lambda xb, yb: correct(variables, xb, yb), x, y,
+                                         batch_size)
+
+
+def evaluate_extra_test(model, variables, dataset, extra_test, label):
+  """{name: accuracy} on the test splits `extra_test` {name: (x, y)}, normalised as
+  `dataset` (the training data) is."""
+  out = {}
+  for name, (x, y) in extra_test.items():
+    out[name] = accuracy(model, variables, dataset.normalize(x), y)
+    print(f'{label}: {name} test acc {100 * out[name]:.2f} % ({len(y)} images)')
+  return out
 
 
 def model_names():
@@ -128,6 +185,11 @@ def check(config):
                               '(H, W, C) with sizes >= 1')
   if d.name == 'synthetic' and num_classes(d) < 2:
     raise ClassifyConfigError(f'data.synthetic_classes={d.synthetic_classes!r}: must be >= 2')
+  for field, given in (('extra_train_dirs', extra_train_dirs(d)),
+                       ('extra_test', extra_test_dirs(d))):
+    if given and d.name != 'cifar10':
+      raise ClassifyConfigError(f'data.{field}: CIFAR-10 folders, for data.name=cifar10 '
+                                f'(not {d.name})')
   names = model_names()
   if m.name not in names:
     raise ClassifyConfigError(f'model.name={m.name!r}: unknown; allowed: {", ".join(names)}')
@@ -286,7 +348,8 @@ def finished_results(workdir, total, config, checkpointer):
   kwargs = json.loads(json.dumps(_model_kwargs(config.model)))  # tuples as lists
   same = (results.get('train_steps') == total and results.get('model') == config.model.name
           and results.get('model_kwargs') == kwargs and
-          results.get('data') == config.data.name)
+          results.get('data') == config.data.name and
+          results.get('extra_train_dirs', []) == extra_train_dirs(config.data))
   return results if same else None
 
 
@@ -358,13 +421,15 @@ def init_from_run(state, trainer, init_from):
 
 
 def run(config, workdir):
-  """Trains, tests and runs the cue-conflict evaluation; returns the results dict. On a
-  finished workdir (see `finished_results`) it only re-runs the cue-conflict evaluation."""
+  """Trains, tests, runs the cue-conflict evaluation and tests on data.extra_test; returns
+  the results dict. On a finished workdir (see `finished_results`) it only re-runs the
+  cue-conflict evaluation and the extra tests."""
   check(config)
   cue_inputs = cue_conflict_inputs(config)  # a bad folder or download fails before training
   m = config.model
   label = m.label or m.name
   dataset = load_data(config.data)
+  extra_test = load_extra_test(config.data)
   kwargs = _model_kwargs(m)
   model = build_model(m.name, kwargs, dataset.num_classes, dataset.shape)
   batches = data_lib.EpochBatches(dataset.normalize(dataset.x_train), dataset.y_train,
@@ -378,7 +443,8 @@ def run(config, workdir):
   if results is not None:
     checkpointer.close()
     print(f'{label}: finished in {workdir} ({total} steps, test acc '
-          f'{100 * results["test_acc"]:.2f} %): nothing to train; cue-conflict evaluation only')
+          f'{100 * results["test_acc"]:.2f} %): nothing to train; cue-conflict evaluation only'
+          + (' (and the data.extra_test accuracies)' if extra_test else ''))
     variables = load_variables(workdir)
   else:
     results, variables = train_and_test(config, workdir, dataset, model, batches, total,
@@ -392,15 +458,18 @@ def run(config, workdir):
           f'{results["epochs"]:g} epochs ({results["params"]:,} params)')
   results.setdefault('seed', config.seed)  # runs from before results.json had it
   # every process evaluates (the same numbers), process 0 writes
+  variables = jax.device_get(variables)
   logits_fn, title = None, ''
   if cue_inputs is not None:
-    logits_fn = cue_conflict_logits_fn(model, jax.device_get(variables), dataset.mean,
-                                       dataset.std)
+    logits_fn = cue_conflict_logits_fn(model, variables, dataset.mean, dataset.std)
     size = config.cue_conflict.size
     title = (f'{label} (test acc {100 * results["test_acc"]:.2f} %), stimuli at {size}x{size}; '
              '7-class choice among the CIFAR-10 logits')
   results['cue_conflict'] = evaluate_cue_conflict(config, cue_inputs, logits_fn, label,
                                                   workdir, distributed.is_writer(), title)
+  if extra_test:  # else a finished run keeps the accuracies it has
+    results['extra_test'] = evaluate_extra_test(model, variables, dataset, extra_test, label)
+    results['extra_test_dirs'] = extra_test_dirs(config.data)
   if distributed.is_writer():
     write_results(workdir, results)
   return results
@@ -486,6 +555,7 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
   results = {
       'label': m.label or m.name, 'model': m.name, 'model_kwargs': _model_kwargs(m),
       'data': config.data.name, 'seed': config.seed,
+      'extra_train_dirs': extra_train_dirs(config.data), 'train_images': len(batches.x),
       'params': count_params(state['params']),
       'test_acc': (test_acc if test_acc is not None
                    else trainer.accuracy(variables, x_test, y_test)),
