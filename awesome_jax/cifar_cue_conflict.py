@@ -285,6 +285,14 @@ def compare_runs(workdirs, out_dir, title=''):
   return compare_groups(groups, out_dir, title)
 
 
+def print_comparison(out_dir):
+  """Prints the comparison.md that `compare_groups` wrote into `out_dir`, and its figure's
+  path (what the compare scripts show)."""
+  with open(os.path.join(out_dir, 'comparison.md')) as f:
+    print(f.read(), end='')
+  print(f'figure: {os.path.join(out_dir, "shape_bias.png")}')
+
+
 def compare_groups(groups, out_dir, title='', columns=COMPARED):
   """Compares groups of classify runs {name: [read_run(...), ...]} (a group: one model,
   its seeds) and writes into `out_dir`: shape_bias.png (per-class shape bias, each

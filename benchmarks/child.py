@@ -1,5 +1,5 @@
 """Runs one benchmark configuration in a child process, so that its peak RSS is its own;
-times a call (`timed`).
+times a call (`timed`); loads a preset of configs/ (`load_config`).
 
 The benchmark scripts call themselves with `FLAG JSON` and print one JSON line last;
 this module is found on sys.path because the scripts are run as `python benchmarks/X.py`.
@@ -37,3 +37,14 @@ def timed(call, repeats):
     call()
     times.append(time.perf_counter() - t)
   return first, statistics.median(times)
+
+
+def load_config(name, preset):
+  """configs/NAME.py:preset, loaded by path as `main --config=` does."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(f'{name}_config',
+                                                os.path.join(root, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)

@@ -54,7 +54,7 @@ import statistics
 import subprocess
 import sys
 
-from child import run_child, timed
+from child import load_config, run_child, timed
 
 PRESETS = ('resnet20_cifar', 'vit_cifar')
 # training images of each data set of the presets: steps per epoch, hence the schedule
@@ -67,17 +67,6 @@ def pin(cpus):
   """Runs this process on `cpus` (before jax or torch start their threads)."""
   if cpus:
     os.sched_setaffinity(0, set(cpus))
-
-
-def load_config(preset):
-  """configs/classify.py:preset, loaded by path as `--config=` does."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'configs', 'classify.py')
-  spec = importlib.util.spec_from_file_location('classify_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
 
 
 def peak_rss_mb():
@@ -93,7 +82,7 @@ def ours(preset, steps, cpus=(), compiler_options=None):
   from awesome_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from awesome_jax import xla_options  # pylint: disable=g-import-not-at-top
   from awesome_jax.tasks import classify  # pylint: disable=g-import-not-at-top
-  c = load_config(preset)
+  c = load_config('classify', preset)
   t, m, d = c.train, c.model, c.data
   shape, classes = classify.data_shape(d), classify.num_classes(d)
   kwargs = m.kwargs.to_dict()

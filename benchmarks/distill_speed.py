@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 
-from child import run_child
+from child import load_config, run_child
 
 
 def pin(cpus):
@@ -54,7 +54,7 @@ def one(steps, epochs, remat, batch, iters, n_inits, conv_impl='matmul', preset=
   import jax
   import numpy as np
   from awesome_jax import data, distill
-  c = load_config(preset)
+  c = load_config('distill', preset)
   c.distill.steps, c.distill.epochs, c.distill.remat = steps, epochs, remat
   c.distill.n_inits = n_inits
   c.outer.batch_size = batch
@@ -122,17 +122,6 @@ def one_reference(repo, steps, epochs, batch, iters, threads, cpus=()):
   assert torch.isfinite(l), l
   print(json.dumps({'median_s': float(np.median(times)), 'compile_s': 0.0,
                     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-
-
-def load_config(preset):
-  """configs/distill.py:preset, loaded by path as `--config=` does."""
-  import importlib.util
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'configs', 'distill.py')
-  spec = importlib.util.spec_from_file_location('distill_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
 
 
 def run_sub(flag='--one', **kw):

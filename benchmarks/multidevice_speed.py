@@ -32,19 +32,7 @@ import time
 
 import numpy as np
 
-from child import run_child
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name, preset):
-  """configs/NAME.py:preset, loaded by path as `--config=` does."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(f'{name}_config',
-                                                os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+from child import load_config, run_child
 
 
 def timed(step, state, args_of, iters):

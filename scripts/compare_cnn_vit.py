@@ -28,9 +28,7 @@ def main():
     cifar_cue_conflict.compare_runs(args.runs, args.out, args.title)
   except cifar_cue_conflict.RunError as e:
     sys.exit(f'error: {e}')
-  with open(os.path.join(args.out, 'comparison.md')) as f:
-    print(f.read(), end='')
-  print(f'figure: {os.path.join(args.out, "shape_bias.png")}')
+  cifar_cue_conflict.print_comparison(args.out)
 
 
 if __name__ == '__main__':

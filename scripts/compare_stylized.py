@@ -74,9 +74,7 @@ def main():
     compare(args.runs, args.out, args.title)
   except cc.RunError as e:
     sys.exit(f'error: {e}')
-  with open(os.path.join(args.out, 'comparison.md')) as f:
-    print(f.read(), end='')
-  print(f'figure: {os.path.join(args.out, "shape_bias.png")}')
+  cc.print_comparison(args.out)
 
 
 if __name__ == '__main__':
