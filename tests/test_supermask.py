@@ -115,7 +115,7 @@ def test_tiny_run_learns_what_a_random_mask_cannot(tmp_path):
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved['test_acc'] == r['test_acc']
   # the exported subnetwork, loaded as plain weights into the dense model, is the same net
-  dense = edge_popup.build_model(_dense(config.model), 4).clone(stage_sizes=(1, 1, 1, 1))
+  dense = edge_popup.build_model(_dense(config.model), 4)
   params = edge_popup.load_subnetwork(str(tmp_path / 'subnetwork.npz'))
   masked_model = edge_popup.build_model(config.model, 4)
   ds = data.make_synthetic()
