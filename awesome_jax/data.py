@@ -452,9 +452,13 @@ def make_synthetic(num_classes=4, shape=(8, 8, 1), n_train=512, n_test=256, nois
 # ------------------------------------------------------------------------------ TFDS
 
 
-def _first_line(e):
+def first_line(e, with_type=True):
+  """The first line of an exception's message for a one-line error, after its type's name
+  (`with_type`), or the type's name alone when the message is empty."""
   lines = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
+  if not lines:
+    return type(e).__name__
+  return f'{type(e).__name__}: {lines[0]}' if with_type else lines[0]
 
 
 def _tfds_arrays(name, data_dir):
@@ -469,7 +473,7 @@ def load_tfds(name, data_dir=None):
   try:
     (xtr, ytr), (xte, yte) = _tfds_arrays(name, data_dir)
   except Exception as e:  # tfds raises many types (network, missing TF, ...)
-    raise DataError(f'tfds.load({name!r}) failed: {_first_line(e)}. Offline, set '
+    raise DataError(f'tfds.load({name!r}) failed: {first_line(e)}. Offline, set '
                     'config.data.data_dir to a folder of the standard files') from None
   return _finish(name, xtr / 255.0, ytr, xte / 255.0, yte, 10, STATS.get(name))
 
@@ -527,7 +531,7 @@ def load(name, source='auto', data_dir='', tfds_data_dir='', cache_dir=None):
   try:
     (xtr, ytr), (xte, yte) = _tfds_arrays(name, tfds_data_dir)
   except Exception as e:  # any failure (TFDS or TensorFlow missing, no network): download
-    tfds_failure = f'TFDS: {_first_line(e)}'
+    tfds_failure = f'TFDS: {first_line(e)}'
   else:
     return _finish(name, xtr / 255.0, ytr, xte / 255.0, yte, 10, STATS.get(name))
   try:

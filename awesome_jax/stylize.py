@@ -43,6 +43,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from awesome_jax import data as data_lib
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 METHODS = ('adain', 'fourier')
 TFDS_PREFIX = 'tfds:'
@@ -261,11 +263,6 @@ def split_folder(split):
   return name.strip('_') or 'split'
 
 
-def _first_line(e):
-  lines = str(e).strip().splitlines()
-  return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
-
-
 def _has_tensorflow():
   return importlib.util.find_spec('tensorflow') is not None
 
@@ -323,7 +320,7 @@ def open_tfds(name, split='train', data_dir=None):
     if not tf and (isinstance(e, NotImplementedError) or 'format' in str(e)):
       hint = ('; without TensorFlow, TFDS reads only data prepared in a random-access '
               'format (array_record); or pip install tensorflow')
-    raise ValueError(f'{where}: {_first_line(e)}{hint}') from None
+    raise ValueError(f'{where}: {data_lib.first_line(e)}{hint}') from None
   keys = info.supervised_keys
   if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str)
                                                              for k in keys)):
@@ -351,7 +348,7 @@ def open_tfds(name, split='train', data_dir=None):
       except StopIteration:
         return
       except Exception as e:  # a read error mid-split (tf.data, array_record, decoding)
-        raise ValueError(f'{where}: reading failed ({_first_line(e)})') from None
+        raise ValueError(f'{where}: reading failed ({data_lib.first_line(e)})') from None
       yield i, _rgb(example[image_key], f'{where} example {i}'), int(example[label_key])
   return examples, count, classes, tfds_reader()
 

@@ -68,11 +68,6 @@ class ClassifyConfigError(train_lib.TrainConfigError):
   """A classify config field has an impossible value."""
 
 
-def _first_line(e):
-  lines = str(e).strip().splitlines()
-  return lines[0] if lines else type(e).__name__
-
-
 def data_shape(d):
   """(H, W, C) of the images of data config `d`, without reading them."""
   if d.name == 'synthetic':
@@ -150,7 +145,8 @@ def build_model(name, kwargs, classes, shape):
   try:
     return models.build(name, classes, shape, **kwargs)
   except TypeError as e:  # an unknown keyword
-    raise ClassifyConfigError(f'model.kwargs of {name}: {_first_line(e)}') from None
+    raise ClassifyConfigError(
+        f'model.kwargs of {name}: {data_lib.first_line(e, with_type=False)}') from None
 
 
 def _model_kwargs(m):
@@ -199,7 +195,7 @@ def check(config):
     jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape)))
   except (TypeError, ValueError) as e:
     raise ClassifyConfigError(f'model.kwargs of {m.name} on {d.name} {shape}: '
-                              f'{_first_line(e)}') from None
+                              f'{data_lib.first_line(e, with_type=False)}') from None
   check_cue_conflict(config, model, shape)
 
 
@@ -251,7 +247,8 @@ def check_cue_conflict(config, model, shape):
     except (TypeError, ValueError) as e:
       raise ClassifyConfigError(
           f'cue_conflict.size={cue.size}: the model, trained on {shape[0]}x{shape[1]} '
-          f'images, does not take {cue.size}x{cue.size} ones ({_first_line(e)})') from None
+          f'images, does not take {cue.size}x{cue.size} ones '
+          f'({data_lib.first_line(e, with_type=False)})') from None
 
 
 def cue_conflict_inputs(config):

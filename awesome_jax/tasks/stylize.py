@@ -133,12 +133,7 @@ def _input(field, fn, *args):
   try:
     return fn(*args)
   except ValueError as e:
-    raise StylizeError(f'{field}: {_first_line(e)}') from None
-
-
-def _first_line(e):
-  lines = str(e).strip().splitlines()
-  return lines[0] if lines else type(e).__name__
+    raise StylizeError(f'{field}: {data_lib.first_line(e, with_type=False)}') from None
 
 
 def style_images(config, workdir):
@@ -204,7 +199,8 @@ def load_weights(config):
     try:
       net, enc_vars, dec_vars = stylize_train.load_trained(a.decoder_ckpt)
     except ValueError as e:
-      message = _first_line(e).removeprefix(f'--decoder_ckpt {a.decoder_ckpt}: ')
+      message = data_lib.first_line(e, with_type=False).removeprefix(
+          f'--decoder_ckpt {a.decoder_ckpt}: ')
       raise StylizeError(f'adain.decoder_ckpt={a.decoder_ckpt!r}: {message}') from None
     return (enc_vars, dec_vars), net, {'decoder_ckpt': os.path.abspath(a.decoder_ckpt)}
   for field in ('vgg', 'decoder'):
@@ -277,7 +273,7 @@ def run(config, workdir):
   except StylizeError:
     raise
   except ValueError as e:  # an input that changed since it was checked, a TFDS failure
-    raise StylizeError(_first_line(e)) from None
+    raise StylizeError(data_lib.first_line(e, with_type=False)) from None
   seconds = time.time() - start
   entry = {'split': d.split, 'folder': folder, **result,
            'complete': result['total'] is not None and
