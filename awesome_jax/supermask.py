@@ -11,6 +11,7 @@ as in the authors' code, which ranks |score| and differentiates through the abs.
 `prune_rate` meant kept in one layer type and removed in another.
 """
 
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -147,7 +148,13 @@ class MaskedDense(nn.Module):
 
 
 def layer_masks(params, keep_fraction):
-  """{layer path: 0/1 mask} for every 'scores' leaf of a params tree."""
+  """{layer path: 0/1 mask} for every 'scores' leaf of a params tree (one compiled
+  program for the whole tree: op by op, each layer's 32-pass search compiled on its own)."""
+  return _layer_masks(params, keep_fraction)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _layer_masks(params, keep_fraction):
   out = {}
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     if path[-1].key == 'scores':

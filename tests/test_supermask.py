@@ -19,7 +19,7 @@ from configs import edge_popup as edge_popup_configs
 @pytest.mark.parametrize('k', [0.1, 0.3, 0.5, 0.77, 1.0])
 def test_exactly_round_k_n_kept_per_layer(k):
   model = conv_n.ConvN(depth=2, width=0.25, keep_fraction=k)
-  v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  v = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   masks = supermask.layer_masks(v['params'], k)
   assert set(masks) == {'conv_0', 'conv_1', 'fc_0', 'fc_1', 'fc_2'}
   for name, mask in masks.items():
@@ -240,7 +240,7 @@ def test_masked_resnet_trains_scores_only_and_exports_to_dense(arch):
   # the found subnetwork as plain weights in the dense ResNet gives the same logits
   dense = edge_popup.build_model(_dense(config.model), 4).clone(stage_sizes=(1, 1, 1, 1))
   params = supermask.export_dense(state['params'], state['frozen'], 0.5)
-  want = model.apply(trainer.variables(state), x)
+  want = jax.jit(model.apply)(trainer.variables(state), x)  # op by op: ~20 s of compiles
   got = dense.apply({'params': params, 'batch_stats': state['batch_stats']}, x)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

@@ -409,8 +409,10 @@ def test_tiny_zoo_models_build_through_the_one_registry():
   for name, kw in tiny.items():
     size = 64 if name == 'alexnet' else 32  # AlexNet's feature map vanishes below 63
     m = models.build(name, 10, (size, size, 3), **kw)
-    v = m.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
-    assert m.apply(v, jnp.zeros((2, size, size, 3))).shape == (2, 10), name
+    # shapes only (the converter tests run these families' numbers): op by op, each
+    # layer's init draw compiles on its own (~1 min for the four)
+    v = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    assert jax.eval_shape(m.apply, v, jnp.zeros((2, size, size, 3))).shape == (2, 10), name
   with pytest.raises(models.ModelError, match="'resnet18' cannot take data of shape"):
     models.build('resnet18', 10, (28, 28, 1))
   with pytest.raises(models.ModelError, match="'alexnet' cannot take .* H and W >= 63"):
