@@ -107,8 +107,11 @@ def get_config(preset='resnet20_cifar'):
   c.train.max_steps = 0           # a shorter run: the schedule (warm-up, cosine) shrinks to
                                   # it (0 = epochs * steps per epoch)
   c.train.augment = True          # random crop (pad 4) + horizontal flip
-  c.train.extra_augment = ''      # more augmentation after crop + flip ('' = none; the
-                                  # names of tasks/classify.py:EXTRA_AUGMENTATIONS)
+  c.train.extra_augment = ''      # more augmentation after crop + flip, per example:
+                                  # 'rotation,color,blur,sobel,noise,cutout' or any of
+                                  # them ('' = none; awesome_jax/augment.py)
+  c.train.extra_augment_params = ''  # 'rotation_degrees=30,noise_std=0.1' (defaults:
+                                     # augment.PARAMS)
   c.train.shard = False           # split each batch over all devices (of all hosts), state
                                   # replicated; train.batch_size must divide by their count
 

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from awesome_jax import augment
 from awesome_jax import data as data_lib
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import train as train_lib
@@ -148,7 +149,12 @@ def test_init_from_takes_the_weights_and_resets_the_optimizer(runs):
     ('train.optimizer', 'rmsprop', "train.optimizer='rmsprop': unknown; allowed: sgd, adam"),
     ('train.label_smoothing', 1.0, 'train.label_smoothing=1.0: must be in [0, 1)'),
     ('train.warmup_epochs', 2.0, 'train.warmup_epochs=2.0: must be in [0, train.epochs=2)'),
-    ('train.extra_augment', 'mixup', "train.extra_augment='mixup': unknown; allowed: ''"),
+    ('train.extra_augment', 'cutout,mixup', "train.extra_augment='cutout,mixup': 'mixup': "
+     'unknown; allowed: rotation, color, blur, sobel, noise, cutout'),
+    ('train.extra_augment_params', 'noise_std', "train.extra_augment_params='noise_std': "
+     "'noise_std' is not NAME=NUMBER"),
+    ('train.extra_augment_params', 'noise_sigma=2', "train.extra_augment_params='noise_sigma=2':"
+     " 'noise_sigma': unknown; allowed: rotation_degrees"),
     ('train.grad_clip', -1.0, 'train.grad_clip=-1.0'),
     ('data.name', 'imagenet', "data.name='imagenet': unknown; allowed: mnist, cifar10"),
     ('data.source', 'web', "data.source='web': unknown; allowed: auto, tfds"),
@@ -268,3 +274,18 @@ def test_trainer_compiler_options_reach_the_step_and_change_only_rounding():
   for u, v in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])):
     np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
   assert tuned.accuracy(tuned.variables(b), x, y) == plain.accuracy(plain.variables(a), x, y)
+
+
+def test_extra_augment_works_on_the_normalised_images_the_trainer_sees():
+  t = classify_configs.get_config('tiny').train
+  assert classify.extra_augment_fn(t, (0.5,) * 3, (0.25,) * 3) is None  # '' = none
+  mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+  pixels = np.random.default_rng(0).uniform(size=(3, 8, 8, 3)).astype(np.float32)
+  x = (pixels - mean) / std
+  key = jax.random.key(1)
+  t.extra_augment = 'sobel,noise'
+  t.extra_augment_params = 'noise_std=0.1'
+  got = jax.jit(classify.extra_augment_fn(t, mean, std))(key, x) * std + mean
+  want = augment.build('sobel,noise', noise_std=0.1)(key, pixels)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert np.abs(np.asarray(want) - augment.build('sobel')(key, pixels)).max() > 0.05

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from awesome_jax import augment as augment_lib
 from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import cifar_cue_conflict as cc_lib
 from awesome_jax import data as data_lib
@@ -59,9 +60,34 @@ COLLECTIONS = ('params', 'batch_stats')
 DATA_SHAPES = {'cifar10': (32, 32, 3), 'mnist': (28, 28, 1), 'usps': (16, 16, 1),
                'digits': (8, 8, 1)}
 SYNTHETIC_CLASSES = 4
-# train.extra_augment -> fn(key, x) -> x applied after crop + flip: the hook for stronger
-# augmentations ('' = none)
-EXTRA_AUGMENTATIONS = {'': None}
+
+
+def extra_augment_fn(t, mean, std):
+  """fn(key, x) -> x for train.extra_augment (applied after crop + flip, to normalised
+  images: awesome_jax/augment.py works on [0, 1] pixels, so it is wrapped with the data's
+  mean/std) with train.extra_augment_params; None for ''."""
+  if not t.extra_augment.strip():
+    return None
+  fn = augment_lib.build(t.extra_augment, **parse_augment_params(t.get('extra_augment_params', '')))
+  return augment_lib.for_normalized(fn, mean, std)
+
+
+def parse_augment_params(text):
+  """{'rotation_degrees': 30.0} of 'rotation_degrees=30,noise_std=0.1' ('' = {})."""
+  out = {}
+  for item in (i.strip() for i in text.split(',')):
+    if not item:
+      continue
+    key, eq, value = item.partition('=')
+    try:
+      if not eq:
+        raise ValueError
+      out[key.strip()] = float(value)
+    except ValueError:
+      raise ClassifyConfigError(
+          f'train.extra_augment_params={text!r}: {item!r} is not NAME=NUMBER '
+          "(e.g. 'rotation_degrees=30,noise_std=0.1')") from None
+  return out
 
 
 class ClassifyConfigError(train_lib.TrainConfigError):
@@ -157,9 +183,14 @@ def check(config):
   """The 'classify' task's config checks that need no data (see main --dry_run)."""
   t, d, m = config.train, config.data, config.model
   train_lib.check_train_config(t)
-  if t.extra_augment not in EXTRA_AUGMENTATIONS:
-    raise ClassifyConfigError(f'train.extra_augment={t.extra_augment!r}: unknown; allowed: '
-                              f'{", ".join(repr(a) for a in EXTRA_AUGMENTATIONS)}')
+  try:  # names and parameters (their values are checked when the step is built)
+    augment_lib.build(t.extra_augment, **parse_augment_params(t.get('extra_augment_params', '')))
+  except ValueError as e:
+    field = ('train.extra_augment_params' if 'parameter' in str(e)
+             else 'train.extra_augment')
+    message = data_lib.first_line(e, with_type=False).removeprefix('augmentation ')
+    message = message.removeprefix('parameter ')
+    raise ClassifyConfigError(f'{field}={t[field.split(".")[1]]!r}: {message}') from None
   if not 0 <= t.warmup_epochs < t.epochs:
     raise ClassifyConfigError(f'train.warmup_epochs={t.warmup_epochs!r}: must be in '
                               f'[0, train.epochs={t.epochs!r})')
@@ -491,7 +522,7 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
   # train.max_steps shortens the whole schedule: the warm-up keeps its share of it
   warmup = int(round(total * t.warmup_epochs / t.epochs))
   trainer = train_lib.Trainer(model, t, dataset.shape, total, warmup_steps=warmup,
-                              extra_augment=EXTRA_AUGMENTATIONS[t.extra_augment],
+                              extra_augment=extra_augment_fn(t, dataset.mean, dataset.std),
                               compiler_options=xla_options.no_ynn())
   # the checkpoint: the trainer's state and the wall time spent training so far (the init
   # drawn with the classic threefry stream for every model: it compiles faster on CPU)
