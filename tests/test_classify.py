@@ -99,6 +99,18 @@ def test_tiny_run_writes_results_metrics_and_weights(runs, name):
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
 
 
+def test_a_finished_run_refuses_other_training_settings(runs):
+  """Re-running a finished workdir re-tests its weights: with other training settings that
+  would report weights those settings never trained, so it stops in one line."""
+  config = classify_configs.get_config('tiny')
+  config.train.extra_augment = 'sobel'
+  config.seed = 3
+  with pytest.raises(classify.ClassifyConfigError) as e:
+    classify.run(config, str(runs['dir']['resnet']))
+  assert "seed=0 (this config: 3), train.extra_augment='' (this config: 'sobel')" in str(
+      e.value) and 'use a new --workdir' in str(e.value) and '\n' not in str(e.value)
+
+
 def test_killed_run_resumes_to_the_same_result(runs):
   assert runs['killed'][0] == -9, runs['killed'][1][-3000:]  # SIGKILL
   assert not runs['killed_results'] and runs['killed_checkpoints'][-1] == 4

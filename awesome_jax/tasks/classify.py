@@ -378,7 +378,36 @@ def finished_results(workdir, total, config, checkpointer):
           and results.get('model_kwargs') == kwargs and
           results.get('data') == config.data.name and
           results.get('extra_train_dirs', []) == extra_train_dirs(config.data))
+  if same:  # the weights are those of this config: else re-running would only re-test them
+    changed = [f'{k}={v!r} (this config: {w!r})' for k, v, w in trained_with_diff(
+        results, config)]
+    if changed:
+      raise ClassifyConfigError(
+          f'{workdir} holds a finished run trained with {", ".join(changed)}: use a new '
+          '--workdir (or the same config to re-run only the evaluation)')
   return results if same else None
+
+
+# train.* fields that do not change what is trained
+NOT_TRAINING = ('shard',)
+
+
+def trained_with(config):
+  """What results.json records of the training settings (results['trained_with'])."""
+  t = config.train.to_dict() if hasattr(config.train, 'to_dict') else dict(config.train)
+  out = {f'train.{k}': v for k, v in t.items() if k not in NOT_TRAINING}
+  out.update({'seed': config.seed, 'init_from': config.init_from})
+  return json.loads(json.dumps(out))  # tuples as lists
+
+
+def trained_with_diff(results, config):
+  """[(field, recorded, this config's)] where a finished run's results.json says it was
+  trained otherwise (runs from before results.json recorded it: none)."""
+  recorded = results.get('trained_with')
+  if not recorded:
+    return []
+  now = trained_with(config)
+  return [(k, recorded[k], now.get(k)) for k in sorted(recorded) if recorded[k] != now.get(k)]
 
 
 def count_params(params):
@@ -594,6 +623,7 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
       'images_per_s': (steady_steps * batches.batch_size / train_seconds
                        if steady_steps and train_seconds else None),
       'init_from': config.init_from,
+      'trained_with': trained_with(config),
   }
   writer.write(total, {'final/test_acc': results['test_acc']})
   writer.close()
