@@ -72,7 +72,9 @@ for check in (lambda: distill.check_config(config),
 
 def run_python(code, *args, env=None):
   """stdout of `python -c code args` on DEVICES forced CPU devices (`env`: more variables)."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
+  # JAX's default random stream here (conftest picks the classic one for compile speed):
+  # sharded draws are what it is for
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_THREEFRY_PARTITIONABLE='true',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={DEVICES}', **(env or {}))
   proc = subprocess.run([sys.executable, '-c', code, *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=300)

@@ -173,8 +173,10 @@ def test_two_processes_train_as_one_device(tmp_path):
   batch, orbax writes the checkpoints together, process 0 alone the other files; the
   weights equal a 1-device run's."""
   args = ['--config=configs/classify.py:tiny', '--config.train.max_steps=2']
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  # JAX's default random stream (conftest picks the classic one for compile speed): the
+  # sharded draws of a multi-process step are what it is for
+  default = dict(os.environ, JAX_PLATFORMS='cpu', JAX_THREEFRY_PARTITIONABLE='true')
+  env = dict(default, XLA_FLAGS='--xla_force_host_platform_device_count=4',
              JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}', JAX_NUM_PROCESSES='2')
   cmd = lambda workdir, *more: [sys.executable, '-m', 'awesome_jax.main',
                                 f'--workdir={workdir}', *args, *more]
@@ -182,7 +184,7 @@ def test_two_processes_train_as_one_device(tmp_path):
                             env=dict(env, JAX_PROCESS_ID=str(i)), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
   single = subprocess.run(cmd(tmp_path / 'one'), cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+                          env=default, timeout=300)
   outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]

@@ -178,13 +178,16 @@ def test_strided_matmul_conv_equals_xla_conv():
   # conv_fast: what the masked and dense ResNet / Conv-N layers call (chunked on CPU for
   # the 3x3 stride-1 case, conv_as_matmul otherwise)
   from awesome_jax.models.small import conv_as_matmul, conv_fast
-  x = jax.random.normal(jax.random.key(0), (2, 11, 12, 3))
+  # numpy draws and jitted convs (op by op, each random draw and conv compiles alone)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 11, 12, 3)).astype(np.float32)
   for k, stride in ((1, 2), (3, 1), (3, 2), (7, 2)):
-    w = jax.random.normal(jax.random.key(k), (k, k, 3, 5))
+    w = rng.normal(size=(k, k, 3, 5)).astype(np.float32)
     want = jax.lax.conv_general_dilated(x, w, (stride, stride), [(k // 2, k // 2)] * 2,
                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     for conv in (conv_as_matmul, conv_fast):
-      np.testing.assert_allclose(conv(x, w, k // 2, stride), want, rtol=1e-4, atol=1e-4)
+      got = jax.jit(conv, static_argnums=(2, 3))(x, w, k // 2, stride)
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('arch,size,classes,weights', [
