@@ -122,7 +122,10 @@ def bootstrap_shape_bias(trials, resamples=1000, level=0.95, seed=0):
   draw = np.random.default_rng(seed).integers(0, len(keys), (resamples, len(keys)))
   s, t = shape[draw].sum(1), texture[draw].sum(1)
   biases = s[s + t > 0] / (s + t)[s + t > 0]  # a resample with no hit has no bias
-  low, high = np.quantile(biases, [(1 - level) / 2, (1 + level) / 2])
+  if not len(biases):  # no shape or texture hit at all: the bias itself is undefined
+    low = high = float('nan')
+  else:
+    low, high = np.quantile(biases, [(1 - level) / 2, (1 + level) / 2])
   return {'low': float(low), 'high': float(high), 'level': level, 'resamples': resamples,
           'seed': seed}
 

@@ -107,6 +107,10 @@ def test_bootstrap_interval():
   assert r['low'] < narrow['low'] < narrow['high'] < r['high']
   every = cc.bootstrap_shape_bias(sb.Trials.from_decisions('m', names, ['cat'] * 40))
   assert every['low'] == every['high'] == 1
+  # a model that never names the shape or the texture class: no bias, no interval (a tiny
+  # net did this in the notebook test and the quantile of nothing crashed the run)
+  neither = cc.bootstrap_shape_bias(sb.Trials.from_decisions('m', names, ['car'] * 40))
+  assert np.isnan(neither['low']) and np.isnan(neither['high'])
 
 
 def test_evaluate_known_answers(tmp_path):
