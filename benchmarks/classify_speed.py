@@ -79,6 +79,7 @@ def ours(preset, steps, cpus=(), compiler_options=None):
   pin(cpus)
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from awesome_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from awesome_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from awesome_jax import xla_options  # pylint: disable=g-import-not-at-top
   from awesome_jax.tasks import classify  # pylint: disable=g-import-not-at-top
@@ -94,7 +95,8 @@ def ours(preset, steps, cpus=(), compiler_options=None):
     total = min(total, t.max_steps)
   warmup = int(round(total * t.warmup_epochs / t.epochs))
   trainer = train_lib.Trainer(model, t, shape, total, warmup_steps=warmup,
-                              extra_augment=classify.EXTRA_AUGMENTATIONS[t.extra_augment],
+                              extra_augment=classify.extra_augment_fn(
+                                  t, *data_lib.STATS.get(d.name, ((0.0,), (1.0,)))),
                               compiler_options=xla_options.no_ynn())
   step_fn = trainer.train_step
   if compiler_options is not None:
