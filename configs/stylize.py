@@ -48,13 +48,11 @@ The ImageNet-scale recipe (Stylized-ImageNet, then a ResNet-50 trained on it):
   3. Train a ResNet-50 of the zoo (`models.build('resnet50', 1000, (224, 224, 3))`) on
      sin/train, test on sin/validation and on ImageNet's validation split, and measure
      its shape bias with configs/shape_bias.py.
-  Step 3 has no command yet: the classify task's input pipeline (`awesome_jax/data.py`)
-  loads whole datasets into memory as float32 arrays and knows only its 10-class
-  datasets (cifar10, mnist, usps, digits, synthetic), so it cannot read a 1.3 M-image
-  folder (about 770 GB as float32 at 224x224). What is missing is a streaming
-  image-folder input for classify: <split>/<class>/*.png listed, shuffled per epoch and
-  decoded in batches (random-resized crop + flip at 224), the number of classes taken
-  from the folder, and checkpoints that record the position in the epoch.
+  Step 3 is configs/classify.py:resnet50_sin (data.name=folder streams the folder from
+  disk, awesome_jax/folder_stream.py; its test split here is validation/); that
+  docstring has the SIN, SIN+IN and fine-tuning commands. The shape bias of the trained
+  model (the 16-class evaluation of configs/shape_bias.py) has no command yet: that task
+  reads zoo weight files, not a classify workdir.
 """
 
 import ml_collections

@@ -183,7 +183,8 @@ def test_extra_folders_need_cifar10():
   config = classify_configs.get_config('tiny')  # synthetic data
   config.data.extra_train_dirs = '/x'
   assert one_line_error(classify.ClassifyConfigError, classify.check, config) == (
-      'data.extra_train_dirs: CIFAR-10 folders, for data.name=cifar10 (not synthetic)')
+      'data.extra_train_dirs: CIFAR-10 folders, for data.name=cifar10 (not synthetic), or '
+      'image folders for data.name=folder')
 
 
 def test_the_folder_cache_follows_the_folders_contents(folders, tmp_path):

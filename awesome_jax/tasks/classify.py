@@ -32,8 +32,23 @@ on those folders' test splits, normalised as the training data, into results.jso
 ('extra_test': {name: accuracy}; on a finished workdir too). The folders are read at
 the start: a missing one, or an extra train folder whose classes differ from
 data.data_dir's, stops the run before training, in one line.
+
+Image folders of any size (ImageNet, Stylized-ImageNet: configs/classify.py:resnet50_sin):
+`data.name='folder'` streams data.data_dir/train/<class>/<image> from disk
+(awesome_jax/folder_stream.py: only the file lists in memory, images decoded in a thread
+pool while the step runs, the next batches ahead), random-resized crop + flip to
+data.image_size, ImageNet's mean/std; the test accuracy (every evaluation, and on the
+test splits of data.extra_test folders) streamed from val/ (or validation/, test/) with
+resize + centre crop. The folder pipeline has its own crop + flip: it replaces the
+trainer's (train.augment must be False). data.extra_train_dirs appends other folders'
+train splits (the same class names). Batches depend on (seed, step) only, so a killed
+run resumes as for arrays. Several processes (train.shard=True on several hosts): each
+decodes only its own rows of every training batch; evaluation decodes every chunk on
+every process. No cue-conflict evaluation (results.json says why): it reads the logits of
+a CIFAR-10 classifier.
 """
 
+import functools
 import json
 import os
 import time
@@ -47,9 +62,11 @@ from awesome_jax import checkpoint as ckpt_lib
 from awesome_jax import cifar_cue_conflict as cc_lib
 from awesome_jax import data as data_lib
 from awesome_jax import distributed
+from awesome_jax import folder_stream
 from awesome_jax import metrics as metrics_lib
 from awesome_jax import models
 from awesome_jax import shape_bias as sb
+from awesome_jax import sharding as sharding_lib
 from awesome_jax import train as train_lib
 from awesome_jax import xla_options
 
@@ -98,11 +115,21 @@ def data_shape(d):
   """(H, W, C) of the images of data config `d`, without reading them."""
   if d.name == 'synthetic':
     return tuple(int(s) for s in d.synthetic_shape)
+  if d.name == folder_stream.NAME:
+    return (int(d.image_size), int(d.image_size), 3)
   return DATA_SHAPES[d.name]
 
 
+# the class count the data-free checks build a folder's model with (a run takes the
+# number of class subfolders)
+FOLDER_CHECK_CLASSES = 1000
+
+
 def num_classes(d):
-  """The number of classes of data config `d`."""
+  """The number of classes of data config `d` (a folder's: FOLDER_CHECK_CLASSES, as it
+  is not listed here)."""
+  if d.name == folder_stream.NAME:
+    return FOLDER_CHECK_CLASSES
   return int(d.get('synthetic_classes', SYNTHETIC_CLASSES)) if d.name == 'synthetic' else 10
 
 
@@ -121,7 +148,12 @@ def extra_test_dirs(d):
 
 def load_data(d):
   """The Dataset of data config `d` (synthetic: Gaussian blobs of data.synthetic_shape),
-  with the train splits of data.extra_train_dirs appended to its train split."""
+  with the train splits of data.extra_train_dirs appended to its train split; for
+  data.name=folder a folder_stream.FolderData (file lists only)."""
+  if d.name == folder_stream.NAME:
+    dataset = folder_stream.open_folder(d.data_dir, d.image_size, extra_train_dirs(d))
+    print(dataset.describe())
+    return dataset
   if d.name == 'synthetic':
     return data_lib.make_synthetic(num_classes(d), data_shape(d))
   dataset = data_lib.load(d.name, d.source, d.data_dir, d.tfds_data_dir)
@@ -130,10 +162,14 @@ def load_data(d):
   return dataset
 
 
-def load_extra_test(d):
-  """{name: (x_test, y_test)} of the folders of data.extra_test (their test splits)."""
+def load_extra_test(d, dataset=None):
+  """{name: (x_test, y_test)} of the folders of data.extra_test (their test splits); for
+  data.name=folder {name: folder_stream.Split} labelled by `dataset`'s classes."""
   out = {}
   for name, folder in extra_test_dirs(d).items():
+    if d.name == folder_stream.NAME:
+      out[name] = folder_stream.open_test(folder, dataset.classes, f'data.extra_test {name}')
+      continue
     other = data_lib.load_cifar10_folder(folder, f'data.extra_test {name}')
     if other.shape != data_shape(d):
       raise data_lib.DataError(f'data.extra_test {name}: {folder}: images of shape '
@@ -142,22 +178,53 @@ def load_extra_test(d):
   return out
 
 
-def accuracy(model, variables, x, y, batch_size=500):
-  """Top-1 accuracy of `model` on the (normalised) images `x` with labels `y`."""
+def correct_counter(model, variables):
+  """fn(x, y) -> the number of the (normalised) images `x` that `model` labels `y`."""
   correct = jax.jit(lambda v, xb, yb: jnp.sum(
       jnp.argmax(model.apply(v, xb, train=False), -1) == yb))
-  return metrics_lib.accuracy_in_batches(lambda xb, yb: correct(variables, xb, yb), x, y,
-                                         batch_size)
+  return lambda xb, yb: correct(variables, xb, yb)
 
 
-def evaluate_extra_test(model, variables, dataset, extra_test, label):
+def accuracy(model, variables, x, y, batch_size=500):
+  """Top-1 accuracy of `model` on the (normalised) images `x` with labels `y`."""
+  return metrics_lib.accuracy_in_batches(correct_counter(model, variables), x, y, batch_size)
+
+
+def evaluate_extra_test(model, variables, dataset, extra_test, label, chunk=256):
   """{name: accuracy} on the test splits `extra_test` {name: (x, y)}, normalised as
-  `dataset` (the training data) is."""
+  `dataset` (the training data) is; folder Splits streamed `chunk` images at a time."""
   out = {}
-  for name, (x, y) in extra_test.items():
-    out[name] = accuracy(model, variables, dataset.normalize(x), y)
-    print(f'{label}: {name} test acc {100 * out[name]:.2f} % ({len(y)} images)')
+  for name, test in extra_test.items():
+    if isinstance(test, folder_stream.Split):
+      n = len(test)
+      out[name] = folder_stream.accuracy(correct_counter(model, variables), test,
+                                         dataset.image_size, chunk, dataset.mean, dataset.std)
+    else:
+      x, y = test
+      n = len(y)
+      out[name] = accuracy(model, variables, dataset.normalize(x), y)
+    print(f'{label}: {name} test acc {100 * out[name]:.2f} % ({n} images)')
   return out
+
+
+# data.name values: data.load's datasets (arrays in memory) and streamed image folders
+DATA_NAMES = data_lib.DATASETS + (folder_stream.NAME,)
+
+
+def check_folder(config):
+  """data.name=folder's fields: a folder named, a positive data.image_size, and the
+  trainer's own crop + flip off (the folder pipeline crops and flips each image)."""
+  d = config.data
+  if not d.data_dir:
+    raise ClassifyConfigError("data.data_dir='': data.name=folder reads the image folder "
+                              'data_dir/train/<class>/<image> (and val/ or test/); set it')
+  if not isinstance(d.image_size, int) or d.image_size < 1:
+    raise ClassifyConfigError(f'data.image_size={d.image_size!r}: must be a positive integer')
+  if config.train.augment:
+    raise ClassifyConfigError(
+        'train.augment=True: data.name=folder has its own random-resized crop + flip '
+        "(folder_stream), the trainer's pad-4 crop + flip would add to it; set "
+        'train.augment=False')
 
 
 def model_names():
@@ -201,9 +268,9 @@ def check(config):
       raise ClassifyConfigError(f'{name}={config[name]!r}: must be >= 0')
   if config.log_every < 1:
     raise ClassifyConfigError(f'log_every={config.log_every!r}: must be > 0')
-  if d.name not in data_lib.DATASETS:
+  if d.name not in DATA_NAMES:
     raise ClassifyConfigError(f'data.name={d.name!r}: unknown; allowed: '
-                              f'{", ".join(data_lib.DATASETS)}')
+                              f'{", ".join(DATA_NAMES)}')
   if d.source not in data_lib.SOURCES:
     raise ClassifyConfigError(f'data.source={d.source!r}: unknown; allowed: '
                               f'{", ".join(data_lib.SOURCES)}')
@@ -214,9 +281,11 @@ def check(config):
     raise ClassifyConfigError(f'data.synthetic_classes={d.synthetic_classes!r}: must be >= 2')
   for field, given in (('extra_train_dirs', extra_train_dirs(d)),
                        ('extra_test', extra_test_dirs(d))):
-    if given and d.name != 'cifar10':
+    if given and d.name not in ('cifar10', folder_stream.NAME):
       raise ClassifyConfigError(f'data.{field}: CIFAR-10 folders, for data.name=cifar10 '
-                                f'(not {d.name})')
+                                f'(not {d.name}), or image folders for data.name=folder')
+  if d.name == folder_stream.NAME:
+    check_folder(config)
   names = model_names()
   if m.name not in names:
     raise ClassifyConfigError(f'model.name={m.name!r}: unknown; allowed: {", ".join(names)}')
@@ -486,14 +555,15 @@ def run(config, workdir):
   m = config.model
   label = m.label or m.name
   dataset = load_data(config.data)
-  extra_test = load_extra_test(config.data)
+  extra_test = load_extra_test(config.data, dataset)
   kwargs = _model_kwargs(m)
   model = build_model(m.name, kwargs, dataset.num_classes, dataset.shape)
-  batches = data_lib.EpochBatches(dataset.normalize(dataset.x_train), dataset.y_train,
-                                  config.train.batch_size, config.seed)
+  batches = train_batches(config, dataset)
   total = int(round(config.train.epochs * batches.per_epoch))
   if config.train.max_steps:
     total = min(total, config.train.max_steps)
+  if isinstance(batches, folder_stream.FolderBatches):
+    batches.stop = total  # nothing decoded past the last step
   os.makedirs(workdir, exist_ok=True)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'))
   results = finished_results(workdir, total, config, checkpointer)
@@ -504,8 +574,12 @@ def run(config, workdir):
           + (' (and the data.extra_test accuracies)' if extra_test else ''))
     variables = load_variables(workdir)
   else:
-    results, variables = train_and_test(config, workdir, dataset, model, batches, total,
-                                        checkpointer)
+    try:
+      results, variables = train_and_test(config, workdir, dataset, model, batches, total,
+                                          checkpointer)
+    finally:
+      if isinstance(batches, folder_stream.FolderBatches):
+        batches.close()  # its decoding threads
     spec = {'name': m.name, 'kwargs': kwargs, 'num_classes': dataset.num_classes,
             'input_shape': list(dataset.shape)}
     if distributed.is_writer():
@@ -525,11 +599,43 @@ def run(config, workdir):
   results['cue_conflict'] = evaluate_cue_conflict(config, cue_inputs, logits_fn, label,
                                                   workdir, distributed.is_writer(), title)
   if extra_test:  # else a finished run keeps the accuracies it has
-    results['extra_test'] = evaluate_extra_test(model, variables, dataset, extra_test, label)
+    results['extra_test'] = evaluate_extra_test(model, variables, dataset, extra_test, label,
+                                                config.train.batch_size)
     results['extra_test_dirs'] = extra_test_dirs(config.data)
   if distributed.is_writer():
     write_results(workdir, results)
   return results
+
+
+def train_batches(config, dataset):
+  """data.EpochBatches of an in-memory dataset (normalised), or folder_stream's
+  FolderBatches (same interface) of a FolderData's train split."""
+  if isinstance(dataset, folder_stream.FolderData):
+    return folder_stream.FolderBatches(dataset.train, config.train.batch_size, config.seed,
+                                       dataset.image_size, dataset.mean, dataset.std)
+  return data_lib.EpochBatches(dataset.normalize(dataset.x_train), dataset.y_train,
+                               config.train.batch_size, config.seed)
+
+
+def accuracy_on_test_split(trainer, dataset, chunk):
+  """variables -> the trainer's accuracy on `dataset`'s test split (a FolderData's
+  streamed `chunk` images at a time)."""
+  if isinstance(dataset, folder_stream.FolderData):
+    def hits(variables, x, y):  # trainer.accuracy of one chunk, as a count
+      return round(trainer.accuracy(variables, x, y) * len(y))
+    return lambda v: folder_stream.accuracy(functools.partial(hits, v), dataset.test,
+                                            dataset.image_size, chunk, dataset.mean,
+                                            dataset.std)
+  x_test, y_test = dataset.normalize(dataset.x_test), dataset.y_test
+  return lambda v: trainer.accuracy(v, x_test, y_test)
+
+
+def feed_own_rows(batches, trainer):
+  """With train.shard, a FolderBatches decodes only the rows of each global batch that
+  this process's devices hold (all of them with one process): put_batch takes no other."""
+  if isinstance(batches, folder_stream.FolderBatches) and trainer.mesh is not None:
+    batches.rows = sharding_lib.process_rows(sharding_lib.split_leading(trainer.mesh),
+                                             batches.batch_size)
 
 
 def write_results(workdir, results):
@@ -546,13 +652,14 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
   it every config.eval_every steps; returns (results dict, final variables)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   t, m = config.train, config.model
-  x_test, y_test = dataset.normalize(dataset.x_test), dataset.y_test
   per_epoch = batches.per_epoch
   # train.max_steps shortens the whole schedule: the warm-up keeps its share of it
   warmup = int(round(total * t.warmup_epochs / t.epochs))
   trainer = train_lib.Trainer(model, t, dataset.shape, total, warmup_steps=warmup,
                               extra_augment=extra_augment_fn(t, dataset.mean, dataset.std),
                               compiler_options=xla_options.no_ynn())
+  test_accuracy = accuracy_on_test_split(trainer, dataset, t.batch_size)
+  feed_own_rows(batches, trainer)
   # the checkpoint: the trainer's state and the wall time spent training so far (the init
   # drawn with the classic threefry stream for every model: it compiles faster on CPU)
   saved = {'train': trainer.init_state(jax.random.key(config.seed), fast_rng_compile=True),
@@ -563,7 +670,7 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
     print(f'Resumed from step {int(saved["train"]["step"])} in {workdir}')
   elif config.init_from:
     saved['train'] = init_from_run(saved['train'], trainer, config.init_from)
-    init_acc = trainer.accuracy(trainer.variables(saved['train']), x_test, y_test)
+    init_acc = test_accuracy(trainer.variables(saved['train']))
     writer.write(0, {'init/test_acc': init_acc})
     print(f'Initialised from {config.init_from} (test acc {100 * init_acc:.2f} %)')
   state, wall_before = saved['train'], float(saved['wall_seconds'])
@@ -597,7 +704,7 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
       writer.write(done, {f'train/{k}': v for k, v in met.items()})
       bar.set_postfix(loss=f'{met["loss"]:.3f}', acc=f'{met["acc"]:.3f}')
     if evaluate:
-      acc = trainer.accuracy(trainer.variables(state), x_test, y_test)
+      acc = test_accuracy(trainer.variables(state))
       writer.write(done, {'eval/test_acc': acc, 'eval/epoch': done / per_epoch})
       test_acc = acc if done == total else None
     if save:
@@ -612,10 +719,10 @@ def train_and_test(config, workdir, dataset, model, batches, total, checkpointer
   results = {
       'label': m.label or m.name, 'model': m.name, 'model_kwargs': _model_kwargs(m),
       'data': config.data.name, 'seed': config.seed,
-      'extra_train_dirs': extra_train_dirs(config.data), 'train_images': len(batches.x),
+      'extra_train_dirs': extra_train_dirs(config.data), 'train_images': len(batches.y),
       'params': count_params(state['params']),
       'test_acc': (test_acc if test_acc is not None
-                   else trainer.accuracy(variables, x_test, y_test)),
+                   else test_accuracy(variables)),
       'train_steps': total, 'epochs': total / per_epoch, 'batch_size': batches.batch_size,
       'wall_seconds': wall_before + seconds,  # all runs of this workdir together
       'seconds_this_run': seconds,
