@@ -22,6 +22,7 @@ from awesome_jax import models
 from awesome_jax.tasks import classify
 from configs import classify as classify_configs
 from tests import test_docs
+from tests.test_classify import main_cmd, run_together
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('cat', 'dog', 'owl')
@@ -333,20 +334,6 @@ def dying(self, step):
 folder_stream.FolderBatches.__call__ = dying
 classify.run(folder_config(sys.argv[2], extra_test=sys.argv[3]), sys.argv[1])
 '''
-
-
-def main_cmd(workdir, *overrides, preset='tiny'):
-  return [sys.executable, '-m', 'awesome_jax.main', f'--config=configs/classify.py:{preset}',
-          f'--workdir={workdir}', *overrides]
-
-
-def run_together(commands, env):
-  """Runs {name: argv} at the same time; {name: (returncode, output)}."""
-  procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-           for name, cmd in commands.items()}
-  outputs = {name: p.communicate()[0] for name, p in procs.items()}
-  return {name: (procs[name].returncode, out) for name, out in outputs.items()}
 
 
 @pytest.fixture(scope='module')
