@@ -79,14 +79,19 @@ def test_fixed_init_set_stores_and_reuses_its_init(tmp_path):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
   # with eval.select=val: the best-on-validation set must survive the kill as well
-  overrides = ['--config.outer.steps=40', '--config.checkpoint_every=2',
+  overrides = ['--config.outer.steps=16', '--config.checkpoint_every=2',
                '--config.eval.baselines=False', '--config.eval.select=val',
                '--config.eval.every=4']
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
-  subprocess.run(main_cmd(whole, *overrides), cwd=ROOT, check=True, capture_output=True)
+  # one persistent compilation cache: the killed and the resumed run compile nothing
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  subprocess.run(main_cmd(whole, *overrides), cwd=ROOT, check=True, capture_output=True,
+                 env=env)
 
   proc = subprocess.Popen(main_cmd(killed, *overrides), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+                          stderr=subprocess.DEVNULL, env=env)
   ckpts = killed / 'checkpoints'
   deadline = time.time() + 120
   while time.time() < deadline:
@@ -98,7 +103,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
   proc.wait()
   assert not (killed / 'results.json').exists(), 'the run finished before it was killed'
   out = subprocess.run(main_cmd(killed, *overrides), cwd=ROOT, check=True,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
   assert 'Resumed from step' in out.stdout
   a = distill.load_distilled(str(whole / 'distilled.npz'))
   b = distill.load_distilled(str(killed / 'distilled.npz'))
