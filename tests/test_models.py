@@ -17,8 +17,8 @@ from awesome_jax.models.small import local_response_norm
 ])
 def test_forward_shapes(name, shape, n_params):
   model = models.build(name, 10, shape)
-  params = model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
-  out = model.apply({'params': params}, jnp.ones((3,) + shape))
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1,) + shape))['params']
+  out = jax.jit(model.apply)({'params': params}, jnp.ones((3,) + shape))
   assert out.shape == (3, 10) and bool(jnp.all(jnp.isfinite(out)))
   if n_params is not None:
     assert sum(p.size for p in jax.tree_util.tree_leaves(params)) == n_params
@@ -89,10 +89,12 @@ def test_alexcifarnet_matmul_equals_xla_impl():
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   fast = models.build('alexcifarnet', 10, (32, 32, 3))
   ref = models.build('alexcifarnet', 10, (32, 32, 3), conv_impl='xla')
-  params = fast.init(jax.random.key(1), x)
-  np.testing.assert_allclose(fast.apply(params, x), ref.apply(params, x), rtol=1e-4, atol=1e-5)
+  # jitted (op by op, every op of init, forward and gradient compiles on its own: ~1 min)
+  params = jax.jit(fast.init)(jax.random.key(1), x)
+  np.testing.assert_allclose(jax.jit(fast.apply)(params, x), jax.jit(ref.apply)(params, x),
+                             rtol=1e-4, atol=1e-5)
   loss = lambda m: (lambda p: jnp.sum(m.apply(p, x) ** 2))
-  g_fast, g_ref = jax.grad(loss(fast))(params), jax.grad(loss(ref))(params)
+  g_fast, g_ref = jax.jit(jax.grad(loss(fast)))(params), jax.jit(jax.grad(loss(ref)))(params)
   for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4)
   odd = jax.random.normal(jax.random.key(2), (1, 7, 9, 2))  # odd sizes: ceil(H / 2)
@@ -105,8 +107,9 @@ def test_inference_twin_is_xla_for_alexcifarnet_and_itself_otherwise():
   twin = models.inference_twin(fast, (32, 32, 3))
   assert twin.conv_impl == 'xla' and fast.conv_impl == 'matmul'
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  params = fast.init(jax.random.key(1), x)
-  np.testing.assert_allclose(twin.apply(params, x), fast.apply(params, x), rtol=1e-4, atol=1e-5)
+  params = jax.jit(fast.init)(jax.random.key(1), x)
+  np.testing.assert_allclose(jax.jit(twin.apply)(params, x), jax.jit(fast.apply)(params, x),
+                             rtol=1e-4, atol=1e-5)
   # LeNet's two impls name their params differently: no twin, the model itself
   lenet = models.build('lenet', 10, (28, 28, 1))
   assert models.inference_twin(lenet, (28, 28, 1)) is lenet
@@ -127,15 +130,16 @@ def test_chunked_conv_equals_matmul_conv_in_values_and_gradients(k, padding,
   # gradient's (4 channels out)
   max_patch_bytes = images_per_budget * out_h * out_w * k * k * 4 * 4
   with jax.enable_x64(True):
-    x = jax.random.normal(jax.random.key(0), (7, 12, 13, 3), jnp.float64)
-    w = jax.random.normal(jax.random.key(1), (k, k, 3, 4), jnp.float64)
+    rng = np.random.default_rng(k + padding)
+    x, w = rng.normal(size=(7, 12, 13, 3)), rng.normal(size=(k, k, 3, 4))
     assert chunk_size(x.shape, w.shape, padding, max_patch_bytes) == chunk
     f = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
     ours = lambda x, w: conv_chunked(x, w, padding, max_patch_bytes)
     ref = lambda x, w: conv_as_matmul(x, w, padding)
-    np.testing.assert_allclose(jax.jit(ours)(x, w), ref(x, w), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jax.jit(ours)(x, w), jax.jit(ref)(x, w), rtol=1e-12,
+                               atol=1e-12)
     got = jax.jit(jax.grad(f(ours), argnums=(0, 1)))(x, w)
-    want = jax.grad(f(ref), argnums=(0, 1))(x, w)
+    want = jax.jit(jax.grad(f(ref), argnums=(0, 1)))(x, w)
     for a, b in zip(got, want):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
