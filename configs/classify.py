@@ -68,8 +68,9 @@ and 16 h at 2,000.
 Each image is decoded and cropped by PIL on the host's CPU cores (a thread pool), which
 may set the pace before the accelerators do; `--config.train.max_steps=200` gives a
 short run whose results.json says the images/s of that machine. The 16-class shape bias
-of the trained models (the paper's Figure 5) is not computed by this task: its
-cue-conflict evaluation is the 7-class CIFAR-10 one, skipped for folders.
+of the trained models (the paper's Figure 5), all in one figure, by the shape_bias task:
+  python -m awesome_jax.main --config=configs/shape_bias.py --workdir=/runs/geirhos/bias \
+      --config.models=sin=/runs/geirhos/sin,sin_in=/runs/geirhos/sin_in,sin_in_in=/runs/geirhos/sin_in_in
 
 Stylized CIFAR-10 (Geirhos Table 2 at CIFAR scale): ResNet-20 trained on CIFAR-10 (the
 IN analogue), on stylized CIFAR-10 (SIN: configs/stylize.py's folder, train/ and test/),

