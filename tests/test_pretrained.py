@@ -94,7 +94,8 @@ def test_lite0_loads_generated_checkpoint(lite0_checkpoint):
   for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables)):
     np.testing.assert_array_equal(a, b)
   x = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3)).astype(np.uint8)
-  logits = model.apply(loaded, efficientnet_lite.preprocess(x))
+  # jitted: op by op, each of the ~150 layers' ops compiles on its own (~1 min)
+  logits = jax.jit(model.apply)(loaded, efficientnet_lite.preprocess(x))
   assert logits.shape == (2, 1000) and bool(jnp.all(jnp.isfinite(logits)))
 
 
@@ -104,8 +105,8 @@ def test_lite0_stem_matches_torch_semantics(lite0_checkpoint):
   path, sd, _ = lite0_checkpoint
   model, loaded = efficientnet_lite.load_lite0(path)
   x = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype(np.float32)
-  _, inter = model.apply(loaded, x, capture_intermediates=True,
-                         mutable=['intermediates'])
+  _, inter = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True,
+                                               mutable=['intermediates']))(loaded, x)
   got = np.asarray(inter['intermediates']['_conv_stem']['__call__'][0])
   w = sd['_conv_stem.weight']  # (32, 3, 3, 3)
   xp = np.pad(x[0], ((0, 1), (0, 1), (0, 0)))
