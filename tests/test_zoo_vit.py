@@ -208,6 +208,26 @@ def test_tiny_vit_runs_dropout_only_in_train():
     evaluate(variables, jnp.zeros((1, 48, 48, 3)))
 
 
+def test_class_token_only_last_block_is_row_zero_of_the_full_encoder():
+  # The logits read the class token only: the last block skips the other rows' query, output
+  # and MLP work. Its row must be the full encoder's row 0, in value and in gradient.
+  kw = dict(depth=2, num_heads=HEADS, mlp_dim=64)
+  full, short = vit.Encoder(**kw), vit.Encoder(**kw, class_token_only=True)
+  x = jnp.asarray(np.random.default_rng(0).normal(0, 1, (2, 5, 32)), jnp.float32)
+  variables = jax.jit(full.init)(jax.random.key(0, impl='rbg'), x)
+  with jax.enable_x64(True):
+    v64 = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+    x64 = np.asarray(x, np.float64)
+    row = short.apply(v64, x64)
+    assert row.shape == (2, 1, 32)
+    np.testing.assert_allclose(row, full.apply(v64, x64)[:, :1], atol=1e-12, rtol=0)
+    grads = [jax.grad(lambda v, m=m, f=f: jnp.sum(jnp.sin(f(m.apply(v, x64)))))(v64)
+             for m, f in ((full, lambda y: y[:, 0]), (short, lambda y: y[:, 0]))]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+  assert jax.tree.structure(grads[0]) == jax.tree.structure(grads[1])
+
+
 def test_timm_file_matches_numpy_vit(tmp_path):
   sd = random_timm_state()
   save_legacy(tmp_path / 'vit.pth', sd)

@@ -66,16 +66,19 @@ class SelfAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x, train=False):
+  def __call__(self, x, train=False, queries=None):
+    """`queries` (B, M, D): attend from these tokens only (None: from every token of x)."""
     width = x.shape[-1]
     if width % self.num_heads:
       raise model_error(f'width {width} is not divisible by num_heads={self.num_heads}')
     head_dim = width // self.num_heads
 
-    def project(name):
-      return nn.DenseGeneral((self.num_heads, head_dim), kernel_init=_xavier, name=name)(x)
+    def project(name, tokens):
+      return nn.DenseGeneral((self.num_heads, head_dim), kernel_init=_xavier,
+                             name=name)(tokens)
 
-    q, k, v = project('query'), project('key'), project('value')  # (B, N, heads, head_dim)
+    q = project('query', x if queries is None else queries)  # (B, M, heads, head_dim)
+    k, v = project('key', x), project('value', x)             # (B, N, heads, head_dim)
     logits = jnp.einsum('bqhd,bkhd->bhqk', q * head_dim ** -0.5, k)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = nn.Dropout(self.dropout_rate, deterministic=not train)(weights)
@@ -84,19 +87,28 @@ class SelfAttention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Pre-LN block: x + attn(LN(x)), then x + mlp(LN(x))."""
+  """Pre-LN block: x + attn(LN(x)), then x + mlp(LN(x)).
+
+  `class_token_only`: return the class token's row only (B, 1, D). Its value is the
+  full block's row 0 (keys and values still come from every token), without the query,
+  output and MLP work on the other rows: what the last block of a class-token ViT needs.
+  """
   num_heads: int
   mlp_dim: int
   gelu: str = 'exact'
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   layer_norm_eps: float = 1e-6
+  class_token_only: bool = False
 
   @nn.compact
   def __call__(self, x, train=False):
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, name='LayerNorm_0')(x)
+    queries = None
+    if self.class_token_only:
+      x, queries = x[:, :1], y[:, :1]
     y = SelfAttention(self.num_heads, self.attention_dropout_rate,
-                      name='MultiHeadDotProductAttention_1')(y, train)
+                      name='MultiHeadDotProductAttention_1')(y, train, queries)
     x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, name='LayerNorm_2')(x)
     y = MlpBlock(self.mlp_dim, self.gelu, self.dropout_rate, name='MlpBlock_3')(y, train)
@@ -112,7 +124,12 @@ class PositionEmbedding(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Position embeddings, `depth` encoder blocks, final LayerNorm."""
+  """Position embeddings, `depth` encoder blocks, final LayerNorm.
+
+  `class_token_only`: the output is the class token's row (B, 1, D) only, computed
+  without the last block's per-row work on the other tokens (the same values as row 0 of
+  the full output; the class-token head reads nothing else).
+  """
   depth: int
   num_heads: int
   mlp_dim: int
@@ -120,6 +137,7 @@ class Encoder(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   layer_norm_eps: float = 1e-6
+  class_token_only: bool = False
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -128,6 +146,7 @@ class Encoder(nn.Module):
     for i in range(self.depth):
       x = EncoderBlock(self.num_heads, self.mlp_dim, self.gelu, self.dropout_rate,
                        self.attention_dropout_rate, self.layer_norm_eps,
+                       self.class_token_only and i == self.depth - 1,
                        name=f'encoderblock_{i}')(x, train)
     return nn.LayerNorm(epsilon=self.layer_norm_eps, name='encoder_norm')(x)
 
@@ -183,7 +202,7 @@ class VisionTransformer(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, d)).astype(x.dtype), x], axis=1)
     x = Encoder(self.depth, self.num_heads, self.mlp_dim or 4 * self.hidden_size, self.gelu,
                 self.dropout_rate, self.attention_dropout_rate, self.layer_norm_eps,
-                name='Transformer')(x, train)
+                class_token_only=True, name='Transformer')(x, train)
     x = x[:, 0]
     if self.representation_size:
       x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits')(x))
