@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from awesome_jax import supermask
+from awesome_jax.models import norms
 from awesome_jax.models.conv_n import conv_layer, dense_layer, kaiming_normal
 from awesome_jax.models.small import max_pool_3x3_s2
 
@@ -55,8 +56,9 @@ def conv(cfg, features, kernel, stride, name):
 
 
 def norm(cfg, x, train, name):
-  return nn.BatchNorm(use_running_average=not train, use_scale=cfg.bn_affine,
-                      use_bias=cfg.bn_affine, momentum=0.9, epsilon=1e-5, name=name)(x)
+  return norms.BatchNorm(use_running_average=not train, use_scale=cfg.bn_affine,
+                              use_bias=cfg.bn_affine, momentum=0.9, epsilon=1e-5,
+                              name=name)(x)
 
 
 class Block(nn.Module):

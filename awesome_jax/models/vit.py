@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from awesome_jax.models import norms
+
 GELUS = ('exact', 'tanh')
 
 # name -> the fields of VisionTransformer that make it (MLP width 4x, 1000 classes, 224)
@@ -80,7 +82,7 @@ class SelfAttention(nn.Module):
     q = project('query', x if queries is None else queries)  # (B, M, heads, head_dim)
     k, v = project('key', x), project('value', x)             # (B, N, heads, head_dim)
     logits = jnp.einsum('bqhd,bkhd->bhqk', q * head_dim ** -0.5, k)
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = norms.softmax(logits)
     weights = nn.Dropout(self.dropout_rate, deterministic=not train)(weights)
     out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
     return nn.DenseGeneral(width, axis=(-2, -1), kernel_init=_xavier, name='out')(out)
@@ -103,14 +105,14 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train=False):
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps, name='LayerNorm_0')(x)
+    y = norms.LayerNorm(epsilon=self.layer_norm_eps, name='LayerNorm_0')(x)
     queries = None
     if self.class_token_only:
       x, queries = x[:, :1], y[:, :1]
     y = SelfAttention(self.num_heads, self.attention_dropout_rate,
                       name='MultiHeadDotProductAttention_1')(y, train, queries)
     x = x + nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps, name='LayerNorm_2')(x)
+    y = norms.LayerNorm(epsilon=self.layer_norm_eps, name='LayerNorm_2')(x)
     y = MlpBlock(self.mlp_dim, self.gelu, self.dropout_rate, name='MlpBlock_3')(y, train)
     return x + y
 
@@ -148,7 +150,7 @@ class Encoder(nn.Module):
                        self.attention_dropout_rate, self.layer_norm_eps,
                        self.class_token_only and i == self.depth - 1,
                        name=f'encoderblock_{i}')(x, train)
-    return nn.LayerNorm(epsilon=self.layer_norm_eps, name='encoder_norm')(x)
+    return norms.LayerNorm(epsilon=self.layer_norm_eps, name='encoder_norm')(x)
 
 
 class VisionTransformer(nn.Module):
