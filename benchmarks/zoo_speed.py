@@ -1,7 +1,7 @@
 """Evaluation speed of zoo models: images/s of the forward pass at batch 64, 224x224.
 
   python benchmarks/zoo_speed.py [--models resnet50,vit_b16,efficientnet_lite0]
-      [--batch 64] [--batches 3] [--reference] [--threads N] [--xla_defaults]
+      [--batch 64] [--batches 3] [--reference] [--threads N] [--xla_defaults] [--rounds R]
 
 Ours: the Flax module (`zoo.jit`: jit with the zoo's XLA options, `zoo.compiler_options()`;
 random weights: speed does not depend on the values) on float32 NHWC inputs;
@@ -11,6 +11,9 @@ ViT-B/16, efficientnet-lite-pytorch EfficientNet-Lite0; `pip install -e '.[refer
 torchvision timm`), eval mode, inference_mode, float32 NCHW,
 torch.set_num_threads(--threads). Each configuration runs in its own process (its
 peak RSS is its own); compile / first-call time is reported apart from the median.
+--rounds R: ours then the reference, R times in turns (a row each), and the median of
+the R per-round time ratios: on a machine whose speed drifts between minutes, the ratio
+of neighbouring runs is steadier than either run's time.
 """
 
 import argparse
@@ -82,24 +85,38 @@ def main():
                   help="torch's thread count for --reference (XLA uses every core)")
   ap.add_argument('--xla_defaults', action='store_true',
                   help="ours with plain jax.jit, without the zoo's compiler options")
+  ap.add_argument('--rounds', type=int, default=1,
+                  help='ours then the reference, this many times in turns')
   args = ap.parse_args()
+  if args.rounds < 1:
+    raise SystemExit(f'--rounds {args.rounds}: must be at least 1')
   print(f'| model | code | images/s | s/batch (median of {args.batches}) | first call s '
         '| peak RSS MB | ours / reference time |')
   print('|---|---|---|---|---|---|---|')
-  options = set()
+  options, summary = set(), []
   for name in args.models.split(','):
     kw = dict(name=name, batch=args.batch, batches=args.batches, threads=args.threads,
               xla_defaults=args.xla_defaults)
-    rows = [('ours (Flax, jit)', run_child(__file__, '--one', dict(kw, code='ours')))]
-    if args.reference:
-      rows.append((REFERENCES.get(name, '?'), run_child(__file__, '--one',
-                                                        dict(kw, code='reference'))))
-    options.add(f'{rows[0][1]["device"]}, XLA options {rows[0][1]["compiler_options"]}')
-    for i, (code, r) in enumerate(rows):
-      ratio = f'{rows[0][1]["median_s"] / r["median_s"]:.2f}x' if i else ''
-      print(f'| {name} | {code} | {args.batch / r["median_s"]:.1f} | {r["median_s"]:.2f} | '
-            f'{r["first_s"]:.1f} | {r["peak_rss_mb"]:.0f} | {ratio} |', flush=True)
+    ratios = []
+    for r_i in range(args.rounds):
+      tag = f' (round {r_i + 1})' if args.rounds > 1 else ''
+      rows = [('ours (Flax, jit)' + tag, run_child(__file__, '--one', dict(kw, code='ours')))]
+      if args.reference:
+        rows.append((REFERENCES.get(name, '?') + tag,
+                     run_child(__file__, '--one', dict(kw, code='reference'))))
+        ratios.append(rows[0][1]['median_s'] / rows[1][1]['median_s'])
+      options.add(f'{rows[0][1]["device"]}, XLA options {rows[0][1]["compiler_options"]}')
+      for i, (code, r) in enumerate(rows):
+        ratio = f'{ratios[-1]:.2f}x' if i else ''
+        print(f'| {name} | {code} | {args.batch / r["median_s"]:.1f} | {r["median_s"]:.2f} | '
+              f'{r["first_s"]:.1f} | {r["peak_rss_mb"]:.0f} | {ratio} |', flush=True)
+    if len(ratios) > 1:
+      summary.append(f'{name}: ours / reference time per round '
+                     f'{", ".join(f"{x:.2f}" for x in ratios)}; median '
+                     f'{float(np.median(ratios)):.2f}x')
   print(f'\nours: {"; ".join(sorted(options))}')
+  for line in summary:
+    print(line)
 
 
 if __name__ == '__main__':
