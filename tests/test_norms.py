@@ -95,3 +95,26 @@ def test_softmax_same_function_as_jax():
   for a, b in zip(ours, theirs):
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
   assert bool(jnp.all(jnp.isfinite(norms.softmax(jnp.array([[1e4, 0.0, -1e4]])))))
+
+
+def test_second_order_gradients_match_flax():
+  # distillation differentiates through training steps: the custom VJPs must be
+  # differentiable again (grad of a gradient norm)
+  rng = np.random.default_rng(4)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(1.0, 2.0, (6, 3, 3, 4)))
+    kw = dict(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    ours, theirs = norms.BatchNorm(**kw), nn.BatchNorm(**kw)
+    variables = jax.tree.map(lambda a: jnp.asarray(rng.normal(1.0, 0.3, a.shape)),
+                             theirs.init(jax.random.key(0), x))
+
+    def outer(m):
+      def inner(params, x):
+        y, _ = m.apply({**variables, 'params': params}, x, mutable=['batch_stats'])
+        return jnp.sum(jnp.tanh(y) ** 2)
+      def grad_norm(x):
+        g = jax.grad(inner)(variables['params'], x)
+        return sum(jnp.sum(v ** 2) for v in jax.tree.leaves(g))
+      return jax.grad(grad_norm)(x)
+
+    np.testing.assert_allclose(outer(ours), outer(theirs), rtol=1e-9, atol=1e-12)
