@@ -1,5 +1,6 @@
-"""models.norms.BatchNorm is flax.linen.BatchNorm with its sums as products: the same
-variables, values, running averages and gradients (float64, to rounding)."""
+"""models.norms: BatchNorm, LayerNorm and softmax are flax's / jax's with their sums as
+products: the same variables, values, running averages and gradients (float64, to
+rounding)."""
 
 import flax.linen as nn
 import jax

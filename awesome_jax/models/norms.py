@@ -152,14 +152,18 @@ def softmax(x):
   return _forward_softmax(x)[0]
 
 
+def _last_axis_sum(a):
+  return a @ jnp.ones((a.shape[-1], 1), a.dtype)
+
+
 def _forward_softmax(x):
   e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
-  y = e / (e @ jnp.ones((x.shape[-1], 1), x.dtype))
+  y = e / _last_axis_sum(e)
   return y, y
 
 
 def _backward_softmax(y, g):
-  return (y * (g - (g * y) @ jnp.ones((y.shape[-1], 1), y.dtype)),)
+  return (y * (g - _last_axis_sum(g * y)),)
 
 
 softmax.defvjp(_forward_softmax, _backward_softmax)

@@ -57,8 +57,7 @@ def conv(cfg, features, kernel, stride, name):
 
 def norm(cfg, x, train, name):
   return norms.BatchNorm(use_running_average=not train, use_scale=cfg.bn_affine,
-                              use_bias=cfg.bn_affine, momentum=0.9, epsilon=1e-5,
-                              name=name)(x)
+                         use_bias=cfg.bn_affine, momentum=0.9, epsilon=1e-5, name=name)(x)
 
 
 class Block(nn.Module):
